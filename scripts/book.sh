@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The book's two commands, each setting itself up from nothing:
+#   bash scripts/book.sh site   -> builds the site into _build/html (warnings are errors)
+#   bash scripts/book.sh test   -> unit tests, nbval over notebooks/ (quick profile), site build
+# Set-up: a virtual environment in .venv with the pinned torch/torchvision pair (constraints.txt)
+# and this package with its extras. Re-runs skip the install while the pins are unchanged.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+VENV=${ACCELBOOK_VENV:-.venv}
+
+setup() {
+    local stamp="$VENV/.accelbook-installed" want
+    want=$(cat constraints.txt pyproject.toml | sha256sum | cut -c1-16)
+    if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+        return
+    fi
+    [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
+    "$VENV/bin/python" -m pip install --quiet --upgrade pip
+    "$VENV/bin/python" -m pip install --quiet --constraint constraints.txt -e ".[book]"
+    echo "$want" > "$stamp"
+}
+
+build() {
+    "$VENV/bin/jupyter-book" build . --warningiserror --nitpick --keep-going "$@"
+}
+
+case "${1:-}" in
+    site)
+        setup
+        build
+        echo "Site built: _build/html/index.html"
+        ;;
+    test)
+        setup
+        export ACCELBOOK_QUICK=${ACCELBOOK_QUICK:-1}
+        export MPLBACKEND=${MPLBACKEND:-Agg}
+        "$VENV/bin/python" -m pytest --nbval "${@:2}"
+        ;;
+    build)  # the site build alone, for tests that already run inside the environment
+        build "${@:2}"
+        ;;
+    setup)
+        setup
+        ;;
+    *)
+        echo "usage: bash scripts/book.sh {site|test|setup|build}" >&2
+        exit 2
+        ;;
+esac

@@ -1,0 +1,110 @@
+"""MNIST from one dataset root, with errors a reader can act on."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from .config import DATA_ENV, data_root
+
+# The four uncompressed IDX files torchvision reads from <root>/MNIST/raw, with the MD5 of each.
+RAW_FILES = {
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+}
+MEAN, STD = 0.1307, 0.3081  # MNIST training-set pixel statistics, computed in chapter 3
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """MNIST is not under the dataset root and could not be downloaded."""
+
+
+class CorruptDatasetError(RuntimeError):
+    """An MNIST file is truncated or does not match its known checksum."""
+
+
+def raw_folder(root: str | Path | None = None) -> Path:
+    """The folder torchvision reads MNIST's IDX files from: <root>/MNIST/raw."""
+    return Path(root if root is not None else data_root()).expanduser() / "MNIST" / "raw"
+
+
+def _idx_expected_size(path: Path) -> int:
+    """Size in bytes that an IDX file's own header promises (uint8 data only)."""
+    with open(path, "rb") as f:
+        header = f.read(4)
+        if len(header) < 4 or header[:2] != b"\x00\x00" or header[2] != 0x08:
+            raise CorruptDatasetError(f"{path.name} is not an IDX file of bytes (bad magic number {header!r})")
+        dims = [int.from_bytes(f.read(4), "big") for _ in range(header[3])]
+    count = 1
+    for d in dims:
+        count *= d
+    return 4 + 4 * len(dims) + count
+
+
+def verify_mnist(root: str | Path | None = None, checksum: bool = True) -> Path:
+    """Check that the four IDX files exist, are whole, and (optionally) match their MD5; return the folder."""
+    folder = raw_folder(root)
+    missing = [name for name in RAW_FILES if not (folder / name).is_file()]
+    if missing:
+        raise DatasetNotFoundError(
+            f"MNIST not found: {', '.join(missing)} missing in {folder}. Put the four uncompressed IDX files "
+            f"there, or set {DATA_ENV} to the folder that holds MNIST/raw/ (or allow the download)."
+        )
+    for name, md5 in RAW_FILES.items():
+        path = folder / name
+        actual, expected = path.stat().st_size, _idx_expected_size(path)
+        if actual != expected:
+            raise CorruptDatasetError(
+                f"{path} is {actual:,} bytes but its header promises {expected:,}: the file is truncated "
+                f"or damaged. Delete it and fetch MNIST again."
+            )
+        if checksum and hashlib.md5(path.read_bytes()).hexdigest() != md5:
+            raise CorruptDatasetError(f"{path} does not match MNIST's MD5 {md5}: delete it and fetch MNIST again.")
+    return folder
+
+
+def mnist_transform():
+    """ToTensor then Normalize with MNIST's mean and std: the usual torchvision pipeline."""
+    from torchvision import transforms
+
+    return transforms.Compose([transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))])
+
+
+def mnist(train: bool = True, transform=None, root: str | Path | None = None, download: bool = True) -> Dataset:
+    """torchvision's MNIST from the dataset root, downloading only when the files are absent."""
+    from torchvision.datasets import MNIST
+
+    root = Path(root if root is not None else data_root()).expanduser()
+    try:
+        verify_mnist(root)
+    except DatasetNotFoundError:
+        if not download:
+            raise
+        try:
+            MNIST(root, train=train, download=True)
+        except Exception as err:  # offline, proxy, mirror down: one message, not a traceback per mirror
+            raise DatasetNotFoundError(
+                f"MNIST is not in {raw_folder(root)} and downloading it failed ({err}). Without internet, copy "
+                f"the four IDX files there, or set {DATA_ENV} to the folder that holds MNIST/raw/."
+            ) from None
+        verify_mnist(root)
+    return MNIST(root, train=train, transform=transform, download=False)
+
+
+def mnist_tensors(train: bool = True, root: str | Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """MNIST as one uint8 image tensor (N, 28, 28) and one int64 label tensor (N,)."""
+    ds = mnist(train=train, root=root)
+    return ds.data, ds.targets
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images (N, 28, 28) or (N, 1, 28, 28) to float (N, 1, 28, 28), normalised like the transforms."""
+    x = images.float().div_(255)
+    if x.dim() == 3:
+        x = x.unsqueeze(1)
+    return x.sub_(MEAN).div_(STD)
