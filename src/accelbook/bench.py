@@ -1,0 +1,183 @@
+"""Timing that tells the truth on any device: warm-up, synchronisation, repeats, median (chapters 1-2)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import torch
+
+# Matmul formats the probes know, by the names the book uses.
+DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
+          "fp8": torch.float8_e4m3fn}
+
+
+@dataclass
+class Measurement:
+    """Wall-clock seconds of repeated runs of one operation."""
+
+    times: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        """Median seconds per run (robust to the odd slow run)."""
+        return statistics.median(self.times)
+
+    @property
+    def spread(self) -> float:
+        """Relative spread: (max - min) / median."""
+        return (max(self.times) - min(self.times)) / self.median
+
+
+def synchronize(device: torch.device | str) -> None:
+    """Wait until every queued kernel on `device` has finished (no-op on CPU)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def time_op(fn: Callable[[], object], device: torch.device | str, warmup: int = 3,
+            repeats: int = 10) -> Measurement:
+    """Time `fn()` on `device`: untimed warm-up, then `repeats` runs each bracketed by synchronisation.
+
+    On CUDA each run is bracketed by CUDA events (timed on the GPU's own clock); elsewhere by a
+    synchronise and `time.perf_counter`.
+    """
+    device = torch.device(device)
+    for _ in range(warmup):  # first calls pay for kernel selection, allocator growth, caches
+        fn()
+    synchronize(device)
+    if device.type == "cuda":
+        return Measurement([_cuda_event_seconds(fn) for _ in range(repeats)])
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return Measurement(times)
+
+
+def _cuda_event_seconds(fn: Callable[[], object]) -> float:
+    """Seconds between two CUDA events recorded around one call of `fn`."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / 1e3
+
+
+def time_unsynchronized(fn: Callable[[], object], repeats: int = 10) -> Measurement:
+    """The wrong way, for comparison: a bare clock around each call, no synchronisation."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return Measurement(times)
+
+
+@contextmanager
+def tf32_matmul(enabled: bool) -> Iterator[None]:
+    """Allow (or forbid) TF32 tensor cores for float32 matmuls inside the block, then restore."""
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def matmul_flops(m: int, n: int, k: int) -> int:
+    """Floating-point operations of an (m, k) @ (k, n) product: one multiply and one add per term."""
+    return 2 * m * n * k
+
+
+def matmul_intensity(n: int, bytes_per_element: float) -> float:
+    """FLOPs per byte of a square n x n matmul that reads A and B and writes C once."""
+    return matmul_flops(n, n, n) / (3 * n * n * bytes_per_element)
+
+
+def _square(n: int, device: torch.device, seed: int) -> torch.Tensor:
+    """A reproducible n x n standard-normal float32 matrix made directly on `device`."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    return torch.randn(n, n, device=device, generator=gen)
+
+
+def _matmul_call(a: torch.Tensor, b: torch.Tensor, fmt: str) -> Callable[[], torch.Tensor]:
+    """A no-argument call computing a @ b in format `fmt` (operands converted once, outside the timing)."""
+    if fmt == "fp8":  # scaled matmul: e4m3 operands, B column-major, bf16 output
+        one = torch.ones((), device=a.device)
+        a8, b8 = a.to(torch.float8_e4m3fn), b.t().contiguous().to(torch.float8_e4m3fn).t()
+        return lambda: torch._scaled_mm(a8, b8, scale_a=one, scale_b=one, out_dtype=torch.bfloat16)
+    a, b = a.to(DTYPES[fmt]), b.to(DTYPES[fmt])
+    return lambda: a @ b
+
+
+def relative_error(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, rows: int = 4) -> float:
+    """Relative Frobenius error of the first `rows` rows of `out` against a float64 a @ b."""
+    ref = a[:rows].double() @ b.double()
+    return ((out[:rows].double() - ref).norm() / ref.norm()).item()
+
+
+# Largest relative error accepted before a format is timed (fp8's 3 mantissa bits give ~5 %).
+TOLERANCE = {"fp32": 1e-5, "tf32": 5e-3, "bf16": 2e-2, "fp16": 5e-3, "fp8": 0.15}
+
+
+def matmul_probe(n: int, fmt: str, device: torch.device | str, warmup: int = 2, repeats: int = 5) -> dict:
+    """Achieved TFLOP/s of an n x n matmul in `fmt`, after checking the product against float64."""
+    device = torch.device(device)
+    a, b = _square(n, device, 0), _square(n, device, 1)
+    with tf32_matmul(fmt == "tf32"):
+        call = _matmul_call(a, b, fmt)
+        err = relative_error(call(), a, b)
+        if not err <= TOLERANCE[fmt]:
+            raise AssertionError(f"{fmt} matmul n={n} is wrong: relative error {err:.2e} > {TOLERANCE[fmt]}")
+        m = time_op(call, device, warmup, repeats)
+    nbytes = 1 if fmt == "fp8" else DTYPES[fmt].itemsize
+    return {"format": fmt, "n": n, "seconds": m.median, "tflops": matmul_flops(n, n, n) / m.median / 1e12,
+            "intensity": matmul_intensity(n, nbytes), "rel_error": err, "repeats": repeats}
+
+
+def copy_probe(nbytes: int, device: torch.device | str, warmup: int = 2, repeats: int = 5) -> dict:
+    """Memory bandwidth in GB/s of one large on-device copy (bytes read + bytes written)."""
+    device = torch.device(device)
+    src = torch.arange(nbytes // 4, dtype=torch.float32, device=device)
+    dst = torch.empty_like(src)
+    m = time_op(lambda: dst.copy_(src), device, warmup, repeats)
+    if not torch.equal(dst, src):
+        raise AssertionError("the copy does not equal its source")
+    moved = 2 * src.numel() * src.element_size()
+    return {"bytes": src.numel() * src.element_size(), "seconds": m.median, "gbps": moved / m.median / 1e9,
+            "repeats": repeats}
+
+
+def transfer_probe(nbytes: int, direction: str, pinned: bool, device: torch.device | str,
+                   warmup: int = 2, repeats: int = 5) -> dict | None:
+    """Host<->device bandwidth in GB/s ('h2d' or 'd2h', pageable or pinned); None without CUDA."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    host = torch.ones(nbytes, dtype=torch.uint8, pin_memory=pinned)
+    dev = torch.zeros(nbytes, dtype=torch.uint8, device=device)
+    dst, src = (dev, host) if direction == "h2d" else (host, dev)
+    m = time_op(lambda: dst.copy_(src, non_blocking=pinned), device, warmup, repeats)
+    return {"direction": direction, "memory": "pinned" if pinned else "pageable", "bytes": nbytes,
+            "seconds": m.median, "gbps": nbytes / m.median / 1e9, "repeats": repeats}
+
+
+def benchmark_median(stmt: str, env: dict, min_run_time: float = 0.5) -> float:
+    """torch.utils.benchmark's median seconds for `stmt` (an independent check of `time_op`).
+
+    Uses as many threads as torch does (the Timer's own default is one thread).
+    """
+    from torch.utils import benchmark
+
+    timer = benchmark.Timer(stmt=stmt, globals=env, num_threads=torch.get_num_threads())
+    return timer.blocked_autorange(min_run_time=min_run_time).median

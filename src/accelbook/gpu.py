@@ -1,0 +1,104 @@
+"""What the NVIDIA driver reports (NVML, nvidia-smi), degrading to one clear message without a GPU (chapter 2)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+NO_GPU = "no NVIDIA GPU here"
+
+
+def _nvml():
+    """The initialised pynvml module, or None (package missing, no driver, no GPU)."""
+    try:
+        import pynvml
+    except ImportError:
+        return None
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        return None
+    return pynvml
+
+
+def _text(value) -> str:
+    """NVML returns bytes on old versions, str on new ones."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def nvml_snapshot(index: int = 0) -> dict | None:
+    """Driver version, utilisation, memory, power and clocks of GPU `index` from NVML; None without one."""
+    nv = _nvml()
+    if nv is None or nv.nvmlDeviceGetCount() <= index:
+        return None
+    h = nv.nvmlDeviceGetHandleByIndex(index)
+    util, mem = nv.nvmlDeviceGetUtilizationRates(h), nv.nvmlDeviceGetMemoryInfo(h)
+    return {
+        "name": _text(nv.nvmlDeviceGetName(h)),
+        "driver": _text(nv.nvmlSystemGetDriverVersion()),
+        "cuda_driver_api": _cuda_version(nv.nvmlSystemGetCudaDriverVersion()),
+        "gpu_util_pct": util.gpu,
+        "memory_util_pct": util.memory,
+        "memory_used_gib": round(mem.used / 2**30, 2),
+        "memory_total_gib": round(mem.total / 2**30, 2),
+        "power_w": _optional(lambda: nv.nvmlDeviceGetPowerUsage(h) / 1000),
+        "power_limit_w": _optional(lambda: nv.nvmlDeviceGetEnforcedPowerLimit(h) / 1000),
+        "sm_clock_mhz": _optional(lambda: nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_SM)),
+        "sm_clock_max_mhz": _optional(lambda: nv.nvmlDeviceGetMaxClockInfo(h, nv.NVML_CLOCK_SM)),
+        "memory_clock_mhz": _optional(lambda: nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_MEM)),
+        "temperature_c": _optional(lambda: nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU)),
+    }
+
+
+def _cuda_version(code: int) -> str:
+    """NVML's integer CUDA version (12040) as text ('12.4')."""
+    return f"{code // 1000}.{code % 1000 // 10}"
+
+
+def _optional(read):
+    """`read()`, or None where the GPU or driver does not support that query (virtual GPUs, MIG)."""
+    try:
+        return read()
+    except Exception:  # pynvml.NVMLError_NotSupported and friends
+        return None
+
+
+def driver_version() -> str | None:
+    """The NVIDIA driver version from NVML, else from nvidia-smi, else None."""
+    snap = nvml_snapshot()
+    if snap:
+        return snap["driver"]
+    out = nvidia_smi(["--query-gpu=driver_version", "--format=csv,noheader"])
+    return out.splitlines()[0].strip() if out else None
+
+
+def nvidia_smi(args: list[str] | None = None, timeout: float = 20) -> str | None:
+    """The output of `nvidia-smi [args]`, or None when the tool is missing or fails."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None
+    try:
+        done = subprocess.run([exe, *(args or [])], capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def describe(index: int = 0) -> None:
+    """Print NVML's snapshot of GPU `index` as a table, or say plainly that there is no NVIDIA GPU."""
+    snap = nvml_snapshot(index)
+    if snap is None:
+        print(f"NVML: {NO_GPU} (no NVIDIA driver or device visible; nvidia-ml-py "
+              f"{'installed' if _has_pynvml() else 'not installed'})")
+        return
+    for key, value in snap.items():
+        print(f"{key:>18}: {value if value is not None else 'not reported'}")
+
+
+def _has_pynvml() -> bool:
+    """True when the nvidia-ml-py package (module pynvml) can be imported."""
+    try:
+        import pynvml  # noqa: F401
+    except ImportError:
+        return False
+    return True

@@ -1,0 +1,87 @@
+"""Benchmark records with provenance: written by `python -m accelbook.probe`, read by the chapters.
+
+Records are JSON files in the repository's `results/` folder (one source; see results/README.md).
+Readers find that folder from $ACCELBOOK_RESULTS, from the working directory or one of its parents
+(a clone: notebooks run in notebooks/), or next to the package's source (an editable install). A
+reader without a clone (Colab, a pip-installed package) gets no records and one sentence saying so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from .device import environment
+
+RESULTS_ENV = "ACCELBOOK_RESULTS"
+SCHEMA = "accelbook.record/1"
+RESULTS_URL = "https://github.com/accelbook/accelbook/tree/main/results"
+
+
+def _is_results(folder: Path) -> bool:
+    """True for a folder that holds the book's records (its README names the record schema)."""
+    readme = folder / "README.md"
+    return readme.is_file() and SCHEMA in readme.read_text(encoding="utf-8", errors="replace")
+
+
+def results_dir() -> Path | None:
+    """The records folder: $ACCELBOOK_RESULTS, else results/ above the working dir or the package; or None."""
+    if os.environ.get(RESULTS_ENV):
+        return Path(os.environ[RESULTS_ENV]).expanduser()
+    here = Path.cwd().resolve()
+    candidates = [p / "results" for p in (here, *here.parents)]
+    candidates.append(Path(__file__).resolve().parents[2] / "results")  # src/accelbook -> repo root
+    return next((c for c in candidates if _is_results(c)), None)
+
+
+def provenance(device: torch.device, argv: list[str] | None = None) -> dict:
+    """What a record depends on: GPU, driver, CUDA runtime, torch, date, and the command that made it."""
+    from .gpu import driver_version
+
+    env = environment(device)
+    cmd = " ".join(["python -m accelbook.probe", *(argv if argv is not None else sys.argv[1:])])
+    return {**env, "driver": driver_version() if device.type == "cuda" else None,
+            "cuda_runtime": torch.version.cuda if device.type == "cuda" else None,
+            "datetime_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "command": cmd}
+
+
+def save_record(record: dict, path: str | Path) -> Path:
+    """Write `record` (with the schema tag) as indented JSON to `path`; return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"schema": SCHEMA, **record}, indent=1) + "\n", encoding="utf-8")
+    return path
+
+
+def load_records(kind: str = "probe", folder: str | Path | None = None, gpu_only: bool = True) -> list[dict]:
+    """Records of `kind` in the results folder, oldest first; GPU records only unless `gpu_only=False`."""
+    folder = Path(folder) if folder is not None else results_dir()
+    if folder is None or not folder.is_dir():
+        return []
+    found = []
+    for path in sorted(folder.glob("*.json")):
+        rec = json.loads(path.read_text(encoding="utf-8"))
+        if rec.get("schema") == SCHEMA and rec.get("kind") == kind:
+            if not gpu_only or rec["provenance"]["device"].startswith("cuda"):
+                found.append({**rec, "file": path.name})
+    return sorted(found, key=lambda r: r["provenance"]["datetime_utc"])
+
+
+def no_records_message(kind: str = "probe") -> str:
+    """The sentence a chapter prints when it has no GPU record of `kind` to show."""
+    if results_dir() is None:
+        return (f"No results folder here (this is not a clone of the book's repository), so no GPU "
+                f"record to show; the committed records are at {RESULTS_URL}")
+    return f"No GPU record of kind {kind!r} exists yet in results/: run `python -m accelbook.probe` on a GPU."
+
+
+def provenance_line(record: dict) -> str:
+    """One line naming the GPU, driver, CUDA, torch, date and command behind a record."""
+    p = record["provenance"]
+    return (f"{p['device_name']} | driver {p.get('driver') or '-'} | CUDA {p.get('cuda_runtime') or '-'} | "
+            f"torch {p['torch']} | {p['datetime_utc'][:10]} | `{p['command']}`")

@@ -1,0 +1,69 @@
+"""Datasheet figures of real NVIDIA GPUs, each with the key of its source in book/references.bib."""
+
+from __future__ import annotations
+
+# Peak throughputs in TFLOP/s as the datasheet prints them; `sparse` marks datasheets that quote
+# tensor-core figures "with sparsity" (2:4 structured sparsity doubles them), so dense = printed / 2.
+# None: the GPU has no tensor-core support for that format. Bandwidth in GB/s, power in W.
+GPUS = [
+    {"gpu": "A100 40GB SXM", "arch": "Ampere", "memory_gb": 40, "bandwidth_gbs": 1555, "fp32": 19.5,
+     "tf32": 156, "bf16": 312, "fp16": 312, "fp8": None, "sparse": False, "watts": 400,
+     "source": "nvidia2021a100datasheet"},
+    {"gpu": "A100 80GB SXM", "arch": "Ampere", "memory_gb": 80, "bandwidth_gbs": 2039, "fp32": 19.5,
+     "tf32": 156, "bf16": 312, "fp16": 312, "fp8": None, "sparse": False, "watts": 400,
+     "source": "nvidia2021a100datasheet"},
+    {"gpu": "A40", "arch": "Ampere", "memory_gb": 48, "bandwidth_gbs": 696, "fp32": 37.4,
+     "tf32": 74.8, "bf16": 149.7, "fp16": 149.7, "fp8": None, "sparse": False, "watts": 300,
+     "source": "nvidia2021a40datasheet"},
+    {"gpu": "H100 SXM", "arch": "Hopper", "memory_gb": 80, "bandwidth_gbs": 3350, "fp32": 67,
+     "tf32": 989, "bf16": 1979, "fp16": 1979, "fp8": 3958, "sparse": True, "watts": 700,
+     "source": "nvidia2023h100datasheet"},
+    {"gpu": "H200 SXM", "arch": "Hopper", "memory_gb": 141, "bandwidth_gbs": 4800, "fp32": 67,
+     "tf32": 989, "bf16": 1979, "fp16": 1979, "fp8": 3958, "sparse": True, "watts": 700,
+     "source": "nvidia2024h200"},
+    {"gpu": "L4", "arch": "Ada Lovelace", "memory_gb": 24, "bandwidth_gbs": 300, "fp32": 30.3,
+     "tf32": 120, "bf16": 242, "fp16": 242, "fp8": 485, "sparse": True, "watts": 72,
+     "source": "nvidia2023l4datasheet"},
+    {"gpu": "T4", "arch": "Turing", "memory_gb": 16, "bandwidth_gbs": 300, "fp32": 8.1,
+     "tf32": None, "bf16": None, "fp16": 65, "fp8": None, "sparse": False, "watts": 70,
+     "source": "nvidia2019t4datasheet"},
+]
+TENSOR_FORMATS = ("tf32", "bf16", "fp16", "fp8")
+
+
+def dense(row: dict, fmt: str) -> float | None:
+    """Dense (no sparsity) peak TFLOP/s of `row` in `fmt`, halving datasheet figures quoted with sparsity."""
+    value = row[fmt]
+    if value is None or fmt not in TENSOR_FORMATS or not row["sparse"]:
+        return value
+    return value / 2
+
+
+def spec(gpu: str) -> dict:
+    """The row of GPUS named `gpu` (KeyError naming the known GPUs otherwise)."""
+    for row in GPUS:
+        if row["gpu"] == gpu:
+            return row
+    raise KeyError(f"no datasheet row {gpu!r}; known: {', '.join(r['gpu'] for r in GPUS)}")
+
+
+def dense_table() -> list[dict]:
+    """Every GPU with dense peaks, bandwidth, power and source: the chapter's datasheet table."""
+    rows = []
+    for r in GPUS:
+        row = {k: r[k] for k in ("gpu", "arch", "memory_gb", "bandwidth_gbs", "fp32")}
+        row.update({f: dense(r, f) for f in TENSOR_FORMATS})
+        row.update(watts=r["watts"], source=r["source"])
+        rows.append(row)
+    return rows
+
+
+def match(name: str) -> dict | None:
+    """The datasheet row whose GPU a CUDA device name (e.g. 'NVIDIA H200') refers to, if any."""
+    name = name.upper()
+    for r in sorted(GPUS, key=lambda r: -len(r["gpu"])):
+        model, *rest = r["gpu"].split()
+        size = rest[0] if rest and rest[0].endswith("GB") else None
+        if model in name.replace("-", " ").split() and (size is None or size in name.replace(" ", "")):
+            return r
+    return None

@@ -1,0 +1,71 @@
+"""Records with provenance: the probe writes them, the chapters find and read them, NVML degrades."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from accelbook import probe, records
+from accelbook.gpu import NO_GPU, describe, nvidia_smi, nvml_snapshot
+from accelbook.records import SCHEMA, load_records, no_records_message, results_dir, save_record
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+def _gpu_record(when="2026-01-01T00:00:00Z"):
+    prov = {"device": "cuda:0", "device_name": "NVIDIA H200", "driver": "1.0", "cuda_runtime": "13.0",
+            "torch": "2.14.0", "datetime_utc": when, "command": "python -m accelbook.probe"}
+    return {"kind": "probe", "provenance": prov, "matmul": [], "copy": {}, "transfer": []}
+
+
+def test_probe_cli_writes_a_record_with_provenance(tmp_path, monkeypatch):
+    monkeypatch.setattr(probe, "sizes_for", lambda device, quick: [64])
+    out = tmp_path / "rec.json"
+    probe.main(["--quick", "--device", "cpu", "--out", str(out)])
+    rec = json.loads(out.read_text())
+    assert rec["schema"] == SCHEMA and rec["kind"] == "probe"
+    assert {"device_name", "torch", "driver", "cuda_runtime", "datetime_utc", "command"} <= set(rec["provenance"])
+    assert "--out" in rec["provenance"]["command"]
+    assert {r["format"] for r in rec["matmul"]} == {"fp32", "bf16", "fp16"} and rec["copy"]["gbps"] > 0
+
+
+def test_load_keeps_gpu_records_oldest_first(tmp_path):
+    save_record(_gpu_record("2026-02-01T00:00:00Z"), tmp_path / "b.json")
+    save_record(_gpu_record("2026-01-01T00:00:00Z"), tmp_path / "a.json")
+    cpu = _gpu_record()
+    cpu["provenance"]["device"] = "cpu"
+    save_record(cpu, tmp_path / "c.json")
+    found = load_records("probe", tmp_path)
+    assert [r["file"] for r in found] == ["a.json", "b.json"]
+    assert len(load_records("probe", tmp_path, gpu_only=False)) == 3
+
+
+def test_environment_variable_names_the_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("ACCELBOOK_RESULTS", str(tmp_path))
+    assert results_dir() == tmp_path
+
+
+def test_without_a_clone_the_message_says_so(monkeypatch):
+    monkeypatch.setattr(records, "results_dir", lambda: None)
+    assert load_records() == [] and "not a clone" in no_records_message()
+
+
+def test_repository_results_folder_is_found_and_valid(monkeypatch):
+    monkeypatch.delenv("ACCELBOOK_RESULTS", raising=False)
+    monkeypatch.chdir(RESULTS.parent / "notebooks")
+    assert results_dir() == RESULTS
+    for rec in load_records(gpu_only=False):
+        assert {"device_name", "driver", "cuda_runtime", "torch", "datetime_utc", "command"} <= set(rec["provenance"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has an NVIDIA GPU")
+def test_nvml_degrades_to_a_clear_message(capsys):
+    assert nvml_snapshot() is None
+    describe()
+    assert NO_GPU in capsys.readouterr().out
+
+
+def test_nvidia_smi_missing_is_none(monkeypatch):
+    monkeypatch.setenv("PATH", "")
+    assert nvidia_smi() is None
