@@ -1,8 +1,9 @@
-"""Training and evaluation loops shared by every chapter that trains."""
+"""Training and evaluation loops shared by every chapter that trains (taught in chapter 4)."""
 
 from __future__ import annotations
 
-from typing import Iterable
+import time
+from typing import Callable, Iterable
 
 import torch
 from torch import nn
@@ -30,7 +31,7 @@ def train_one_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.
         optimizer.step()
         total += loss.detach() * labels.size(0)
         count += labels.size(0)
-    return (total / max(count, 1)).item()
+    return (total / max(count, 1)).item()  # .item() waits for the device: the epoch's work is done
 
 
 @torch.no_grad()
@@ -51,3 +52,41 @@ def evaluate(model: nn.Module, batches: Iterable, device: torch.device,
     if loss_fn is not None:
         result["loss"] = (total / max(count, 1)).item()
     return result
+
+
+def fit(model: nn.Module, train_batches: Iterable, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
+        device: torch.device, epochs: int, val_batches: Iterable | None = None, progress: bool = False,
+        on_epoch_end: Callable[[dict], None] | None = None) -> list[dict]:
+    """Train for `epochs`, validating after each; returns one record per epoch (loss, accuracy, seconds)."""
+    history = []
+    bar = _progress(range(1, epochs + 1), progress, desc="epochs", unit="epoch")
+    for epoch in bar:
+        start = time.perf_counter()
+        train_loss = train_one_epoch(model, train_batches, optimizer, loss_fn, device, progress=progress)
+        record = {"epoch": epoch, "train_loss": train_loss, "seconds": time.perf_counter() - start}
+        if val_batches is not None:
+            val = evaluate(model, val_batches, device, loss_fn)
+            record.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
+        history.append(record)
+        if progress:
+            bar.set_postfix({k: round(v, 4) for k, v in record.items() if k != "epoch"})
+        if on_epoch_end is not None:
+            on_epoch_end(record)
+    return history
+
+
+@torch.no_grad()
+def predict(model: nn.Module, batches: Iterable, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (N, C) and labels (N,) of `model` over `batches`, gathered on the CPU."""
+    model.eval()
+    logits, labels = [], []
+    for images, target in batches:
+        logits.append(model(images.to(device, non_blocking=True)).float().cpu())
+        labels.append(target.cpu())
+    return torch.cat(logits), torch.cat(labels)
+
+
+def confusion_matrix(predicted: torch.Tensor, target: torch.Tensor, num_classes: int = 10) -> torch.Tensor:
+    """Counts (num_classes, num_classes): row = true class, column = predicted class."""
+    flat = target.long() * num_classes + predicted.long()
+    return torch.bincount(flat, minlength=num_classes**2).reshape(num_classes, num_classes)
