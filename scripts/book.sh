@@ -3,7 +3,8 @@
 #   bash scripts/book.sh site   -> builds the site into _build/html (warnings are errors)
 #   bash scripts/book.sh test   -> unit tests, nbval over notebooks/ (quick profile), site build
 # Set-up: a virtual environment in .venv with the pinned torch/torchvision pair (constraints.txt)
-# and this package with its extras. Re-runs skip the install while the pins are unchanged.
+# and this package with its extras, and the browser assets the site serves itself (MathJax, the
+# ipywidgets manager: `npm ci`, package-lock.json). Re-runs skip the installs while the pins are unchanged.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -19,9 +20,25 @@ setup() {
     "$VENV/bin/python" -m pip install --quiet --upgrade pip
     "$VENV/bin/python" -m pip install --quiet --constraint constraints.txt -e ".[book]"
     echo "$want" > "$stamp"
+    assets
+}
+
+assets() {  # npm ci -> node_modules, and (postinstall) the copies in book/_static/vendor/
+    local stamp=book/_static/vendor/.installed want
+    want=$(cat package.json package-lock.json scripts/vendor-assets.mjs | sha256sum | cut -c1-16)
+    if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+        return
+    fi
+    if ! command -v npm >/dev/null; then
+        echo "npm (Node.js 18 or newer) is needed to install the site's MathJax and widget assets" >&2
+        exit 1
+    fi
+    npm ci --no-audit --no-fund --loglevel=error
+    echo "$want" > "$stamp"
 }
 
 build() {
+    assets
     "$VENV/bin/jupyter-book" build . --warningiserror --nitpick --keep-going "$@"
 }
 
