@@ -1,0 +1,290 @@
+"""The site as readers get it, opened in a real browser (headless Chromium driven by Playwright).
+
+The built site is served on 127.0.0.1 and every page of _toc.yml is opened with nothing outside that
+address reachable: a request to any other host fails the test, as do failed requests, HTTP errors,
+console errors and uncaught exceptions. On each page: math is typeset, images are loaded, saved
+widgets are rendered, every link into the site resolves (file and #anchor), the previous/next links
+follow _toc.yml, the download button returns the page's source and, on chapters, the Colab launch
+button points at the chapter. Search finds pages.
+
+Chromium: $ACCELBOOK_CHROMIUM, else chromium / chromium-browser / google-chrome on PATH (.ci/run
+installs Debian's `chromium`). Without one the tests are skipped, unless ACCELBOOK_REQUIRE_BROWSER=1
+(set by .ci/run), where that is a failure.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import os
+import posixpath
+import shutil
+import threading
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urljoin, urlsplit
+
+import pytest
+
+from conftest import colab_url, source_of, toc_files
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+PAGES = toc_files()
+CHROMIUM_FLAGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--disable-default-apps", "--disable-extensions",
+]
+TIMEOUT_MS = 30_000
+WIDGET_VIEW = 'script[type="application/vnd.jupyter.widget-view+json"]'
+
+
+def fail_on(problems: list[str], where: str) -> None:
+    if problems:
+        pytest.fail(f"{where}:\n  " + "\n  ".join(problems), pytrace=False)
+
+
+def find_chromium() -> str | None:
+    named = os.environ.get("ACCELBOOK_CHROMIUM")
+    if named:
+        return named
+    return next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # the test reports what matters itself
+        pass
+
+
+@pytest.fixture(scope="module")
+def site_url(built_site):
+    """The built site served over HTTP on 127.0.0.1 (an ephemeral port) while the module runs."""
+    handler = functools.partial(QuietHandler, directory=str(built_site))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    path = find_chromium()
+    if path is None:
+        message = "no Chromium found (install Debian's `chromium`, or set ACCELBOOK_CHROMIUM)"
+        if os.environ.get("ACCELBOOK_REQUIRE_BROWSER") == "1":
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    with playwright_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=path, args=CHROMIUM_FLAGS, headless=True)
+        yield chromium
+        chromium.close()
+
+
+class Visit:
+    """One page opened in a fresh browser context, with every problem it shows recorded."""
+
+    def __init__(self, browser, site_url: str, path: str):
+        self.site_url = site_url
+        self.problems: list[str] = []
+        self.context = browser.new_context(viewport={"width": 1280, "height": 900}, service_workers="block")
+        self.context.route("**/*", self._only_the_site)
+        self.page = self.context.new_page()
+        self.page.set_default_timeout(TIMEOUT_MS)
+        page = self.page
+        page.on("console", lambda m: m.type == "error" and self.problems.append(f"console error: {m.text}"))
+        page.on("pageerror", lambda e: self.problems.append(f"uncaught exception: {e}"))
+        page.on("requestfailed", lambda r: self._request_failed(r))
+        page.on("response", lambda r: r.status >= 400 and self.problems.append(f"HTTP {r.status}: {r.url}"))
+        self.response = page.goto(urljoin(site_url, path), wait_until="load")
+
+    def _only_the_site(self, route):
+        url = route.request.url
+        if url.startswith(self.site_url) or url.startswith(("data:", "blob:")):
+            route.continue_()
+        else:
+            self.problems.append(f"request outside the site: {url}")
+            route.abort("blockedbyclient")
+
+    def _request_failed(self, request):
+        if request.url.startswith(self.site_url):
+            self.problems.append(f"failed request: {request.url} ({request.failure})")
+
+    def close(self):
+        self.context.close()
+
+
+@pytest.fixture
+def visit(browser, site_url):
+    opened = []
+
+    def open_page(path: str) -> Visit:
+        v = Visit(browser, site_url, path)
+        opened.append(v)
+        return v
+
+    yield open_page
+    for v in opened:
+        v.close()
+
+
+class Anchors(HTMLParser):
+    """The id and name attributes of an HTML file: the targets a #fragment may name."""
+
+    def __init__(self):
+        super().__init__()
+        self.names: set[str] = set()
+
+    def handle_starttag(self, tag, attrs):
+        for key, value in attrs:
+            if key in ("id", "name") and value:
+                self.names.add(value)
+
+
+@functools.lru_cache(maxsize=None)
+def anchors_of(file: Path) -> frozenset[str]:
+    parser = Anchors()
+    parser.feed(file.read_text(encoding="utf-8", errors="replace"))
+    return frozenset(parser.names)
+
+
+def broken_internal_links(hrefs: list[str], site_url: str, site: Path) -> list[str]:
+    """The links into the site that name a missing file or a missing #anchor."""
+    broken = []
+    for href in sorted(set(hrefs)):
+        if not href.startswith(site_url):
+            continue  # other sites (GitHub, Colab, DOIs) are links for the reader, never loaded here
+        parts = urlsplit(href)
+        rel = posixpath.normpath(unquote(parts.path)).lstrip("/")
+        target = site / rel if rel not in ("", ".") else site
+        if target.is_dir():
+            target = target / "index.html"
+        if not target.is_file():
+            broken.append(f"{href}: no file {rel}")
+        elif parts.fragment and target.suffix == ".html" and unquote(parts.fragment) not in anchors_of(target):
+            broken.append(f"{href}: no anchor #{parts.fragment} in {rel}")
+    return broken
+
+
+def page_checks(v: Visit, docname: str, site: Path) -> list[str]:
+    """Everything one page of the book must show; returns the problems found."""
+    page = v.page
+    problems = []
+    assert v.response is not None and v.response.ok, f"{docname}: HTTP {v.response and v.response.status}"
+
+    # Math: wherever Sphinx wrote math, MathJax (served by the site) has typeset all of it, cleanly.
+    n_math = page.locator(".math").count()
+    if page.locator('script[src*="mathjax"]').count():
+        page.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.promise")
+        page.evaluate("() => MathJax.startup.promise")
+    if n_math:
+        typeset = page.locator(".math mjx-container, mjx-container.MathJax").count()
+        if typeset < n_math:
+            problems.append(f"math: {typeset} of {n_math} formulas typeset")
+        if page.locator("mjx-merror").count():
+            problems.append("math: MathJax reports an error in a formula")
+
+    # Figures and every other image: loaded, with real pixels.
+    page.evaluate("""() => Promise.all(Array.from(document.images).map(img => {
+        img.loading = "eager";
+        return img.complete ? null : new Promise(done => { img.onload = img.onerror = done; });
+    }))""")
+    unloaded = page.evaluate(
+        "() => Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)")
+    problems += [f"image not loaded: {src}" for src in unloaded]
+
+    # Widgets saved in the notebook: each view rendered by the site's own widget manager.
+    n_views = page.locator(WIDGET_VIEW).count()
+    if n_views:
+        try:
+            page.wait_for_function(
+                """sel => Array.from(document.querySelectorAll(sel))
+                       .every(s => s.parentElement.querySelector('.jupyter-widgets:not(script)'))""",
+                arg=WIDGET_VIEW)
+        except playwright_api.TimeoutError:
+            problems.append(f"widgets: not all of {n_views} saved widget views rendered")
+        if page.locator(".jupyter-widgets.widget-error, .widget-error").count():
+            problems.append("widgets: a widget rendered as an error")
+
+    # Links into the site resolve, anchors included.
+    hrefs = page.eval_on_selector_all("a[href]", "els => els.map(a => a.href)")
+    problems += broken_internal_links(hrefs, v.site_url, site)
+    return problems
+
+
+@pytest.mark.parametrize("index", range(len(PAGES)), ids=PAGES)
+def test_page(index, visit, built_site):
+    docname = PAGES[index]
+    v = visit(f"{docname}.html")
+    problems = page_checks(v, docname, built_site)
+    page = v.page
+
+    # Previous / next follow the reading order of _toc.yml.
+    here = page.url
+    for selector, neighbour in (("a.left-prev", index - 1), ("a.right-next", index + 1)):
+        link = page.locator(f".prev-next-area {selector}")
+        if 0 <= neighbour < len(PAGES):
+            if link.count() != 1:
+                problems.append(f"no {selector} link")
+            else:
+                got = urljoin(here, link.get_attribute("href")).split("#")[0]
+                want = urljoin(v.site_url, f"{PAGES[neighbour]}.html")
+                if got != want:
+                    problems.append(f"{selector} goes to {got}, not {want}")
+        elif link.count():
+            problems.append(f"unexpected {selector} link on the {'first' if neighbour < 0 else 'last'} page")
+
+    # The download button offers the page's own source, and it downloads.
+    source = source_of(docname)
+    want_source = urljoin(v.site_url, f"_sources/{docname}{source.suffix}")
+    downloads = [urljoin(here, h) for h in page.eval_on_selector_all(
+        ".dropdown-download-buttons a[href]", "els => els.map(a => a.getAttribute('href'))")]
+    if want_source not in downloads:
+        problems.append(f"download button lacks {want_source} (has {downloads})")
+    else:
+        body = v.context.request.get(want_source)
+        if not body.ok:
+            problems.append(f"download of {want_source}: HTTP {body.status}")
+        elif source.suffix == ".ipynb" and "cells" not in json.loads(body.text()):
+            problems.append(f"download of {want_source} is not a notebook")
+
+    # Chapters: the Colab launch button opens this notebook.
+    if source.suffix == ".ipynb":
+        colab = page.locator(".dropdown-launch-buttons a[href*='colab.research.google.com']")
+        hrefs = [colab.nth(i).get_attribute("href") for i in range(colab.count())]
+        want = colab_url(f"{docname}.ipynb")
+        if hrefs != [want]:
+            problems.append(f"Colab launch button: {hrefs}, expected [{want}]")
+
+    fail_on(problems + v.problems, docname)
+
+
+def test_table_of_contents_lists_every_page(visit, built_site):
+    v = visit(f"{PAGES[0]}.html")
+    hrefs = v.page.eval_on_selector_all("nav.bd-docs-nav a.reference.internal, .navbar-brand", "els => els.map(a => a.href)")
+    listed = {h.split("#")[0] for h in hrefs}
+    missing = [d for d in PAGES[1:] if urljoin(v.site_url, f"{d}.html") not in listed]
+    fail_on([f"the sidebar lacks {d}" for d in missing] + v.problems, "table of contents")
+
+
+def test_landing_page_redirects_to_the_book(visit):
+    v = visit("index.html")
+    v.page.wait_for_url(f"**/{PAGES[0]}.html")
+    fail_on(v.problems, "index.html")
+
+
+@pytest.mark.parametrize("query", ["MNIST"])
+def test_search_finds_pages(query, visit, built_site):
+    v = visit(f"search.html?q={query}")
+    results = v.page.locator("#search-results ul.search li a")
+    results.first.wait_for()
+    hrefs = results.evaluate_all("els => els.map(a => a.href)")
+    assert hrefs, "search returned nothing"
+    fail_on(broken_internal_links(hrefs, v.site_url, built_site) + v.problems, f"search for {query}")
+
+
+def test_general_index_opens(visit, built_site):
+    v = visit("genindex.html")
+    fail_on(page_checks(v, "genindex", built_site) + v.problems, "genindex")
