@@ -10,8 +10,14 @@ from accelbook.bench import (Measurement, benchmark_median, copy_probe, matmul_f
 
 def test_time_op_warms_up_then_repeats():
     calls = []
-    m = time_op(lambda: calls.append(1), "cpu", warmup=3, repeats=7)
-    assert len(calls) == 10 and len(m.times) == 7 and m.median >= 0
+    m = time_op(lambda: calls.append(1), "cpu", warmup=3, repeats=7, min_block=0)
+    assert len(calls) == 3 + 1 + 7 and len(m.times) == 7 and m.median >= 0  # warm-up, calibration, timed
+
+
+def test_tiny_operations_are_timed_in_blocks():
+    calls = []
+    m = time_op(lambda: calls.append(1), "cpu", warmup=0, repeats=2, min_block=0.005)
+    assert len(calls) > 10 and m.median < 0.005
 
 
 def test_measurement_median_and_spread():
@@ -62,15 +68,29 @@ def test_transfer_probe_needs_cuda():
 def test_matmul_probe_agrees_with_torch_utils_benchmark():
     """The probe's median and torch.utils.benchmark's agree within 10 % on the same matmul.
 
-    Shared CPUs are noisy, so the pair is measured up to three times; one agreeing pair passes.
+    The check runs single-threaded (two threads on a shared 2-core machine stall on each other) and,
+    since shared CPUs are noisy, measures the pair up to five times; one agreeing pair passes.
     """
-    n = 384
-    a = torch.randn(n, n)
-    ratios = []
-    for _ in range(3):
-        ours = time_op(lambda: a @ a, "cpu", warmup=3, repeats=30).median
-        theirs = benchmark_median("a @ a", {"a": a}, min_run_time=0.5)
-        ratios.append(ours / theirs)
-        if abs(ratios[-1] - 1) <= 0.10:
-            return
-    pytest.fail(f"probe / torch.utils.benchmark ratios {ratios} are not within 10 %")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        a = torch.randn(256, 256)
+        ratios = []
+        for _ in range(5):
+            ours = time_op(lambda: a @ a, "cpu", warmup=3, repeats=15).median
+            theirs = benchmark_median("a @ a", {"a": a}, min_run_time=0.3)
+            ratios.append(round(ours / theirs, 3))
+            if abs(ratios[-1] - 1) <= 0.10:
+                return
+        pytest.fail(f"probe / torch.utils.benchmark ratios {ratios} are not within 10 %")
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_backend_flags_are_restored():
+    from accelbook.bench import backend_flags
+
+    before = (torch.backends.cudnn.benchmark, torch.are_deterministic_algorithms_enabled())
+    with backend_flags(benchmark=True, deterministic=True):
+        assert torch.backends.cudnn.benchmark and torch.are_deterministic_algorithms_enabled()
+    assert (torch.backends.cudnn.benchmark, torch.are_deterministic_algorithms_enabled()) == before

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from contextlib import contextmanager
@@ -42,35 +43,36 @@ def synchronize(device: torch.device | str) -> None:
 
 
 def time_op(fn: Callable[[], object], device: torch.device | str, warmup: int = 3,
-            repeats: int = 10) -> Measurement:
-    """Time `fn()` on `device`: untimed warm-up, then `repeats` runs each bracketed by synchronisation.
+            repeats: int = 10, min_block: float = 0.01) -> Measurement:
+    """Seconds per call of `fn()` on `device`: untimed warm-up, then `repeats` synchronised timed blocks.
 
-    On CUDA each run is bracketed by CUDA events (timed on the GPU's own clock); elsewhere by a
-    synchronise and `time.perf_counter`.
+    A block runs `fn` often enough to last about `min_block` seconds (one call for slow operations),
+    so clock resolution and scheduler hiccups do not dominate tiny kernels. On CUDA each block is
+    bracketed by CUDA events (the GPU's own clock); elsewhere by a synchronise and `time.perf_counter`.
     """
     device = torch.device(device)
-    for _ in range(warmup):  # first calls pay for kernel selection, allocator growth, caches
+    for _ in range(warmup):  # first calls pay for kernel selection, allocator growth, cold caches
+        fn()
+    number = max(1, int(min_block / max(_block_seconds(fn, device, 1), 1e-9)))
+    return Measurement([_block_seconds(fn, device, number) / number for _ in range(repeats)])
+
+
+def _block_seconds(fn: Callable[[], object], device: torch.device, number: int) -> float:
+    """Seconds for `number` back-to-back calls of `fn`, from a synchronised start to a synchronised end."""
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(number):
+            fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(number):
         fn()
     synchronize(device)
-    if device.type == "cuda":
-        return Measurement([_cuda_event_seconds(fn) for _ in range(repeats)])
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return Measurement(times)
-
-
-def _cuda_event_seconds(fn: Callable[[], object]) -> float:
-    """Seconds between two CUDA events recorded around one call of `fn`."""
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    fn()
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end) / 1e3
+    return time.perf_counter() - start
 
 
 def time_unsynchronized(fn: Callable[[], object], repeats: int = 10) -> Measurement:
@@ -177,7 +179,35 @@ def benchmark_median(stmt: str, env: dict, min_run_time: float = 0.5) -> float:
 
     Uses as many threads as torch does (the Timer's own default is one thread).
     """
-    from torch.utils import benchmark
+    import logging
 
+    log = logging.getLogger("torch.utils.cpp_extension")  # its import warns about CUDA_HOME on CPU machines
+    level, _ = log.level, log.setLevel(logging.ERROR)
+    try:
+        from torch.utils import benchmark
+    finally:
+        log.setLevel(level)
     timer = benchmark.Timer(stmt=stmt, globals=env, num_threads=torch.get_num_threads())
     return timer.blocked_autorange(min_run_time=min_run_time).median
+
+
+@contextmanager
+def backend_flags(benchmark: bool = False, deterministic: bool = False) -> Iterator[None]:
+    """Set cudnn.benchmark and deterministic algorithms inside the block, then restore both.
+
+    Deterministic cuBLAS also needs CUBLAS_WORKSPACE_CONFIG (set here if absent; for a whole run,
+    set it before Python starts: cuBLAS reads it when it creates its handle).
+    """
+    before = (torch.backends.cudnn.benchmark, torch.are_deterministic_algorithms_enabled())
+    set_env = deterministic and "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    if set_env:
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
+    torch.backends.cudnn.benchmark = benchmark
+    torch.use_deterministic_algorithms(deterministic)
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before[0]
+        torch.use_deterministic_algorithms(before[1])
+        if set_env:
+            del os.environ["CUBLAS_WORKSPACE_CONFIG"]
