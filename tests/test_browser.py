@@ -27,7 +27,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 import pytest
 
-from conftest import colab_url, source_of, toc_files
+from bookfacts import colab_url, source_of, toc_files
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 

@@ -3,7 +3,7 @@ references no CDN: everything a page loads is served by the site itself."""
 
 import re
 
-from conftest import toc_files
+from bookfacts import toc_files
 
 # Hosts that serve shared front-end files; a page that loads from them is blank offline.
 CDN = re.compile(r"cdn\.|jsdelivr|unpkg\.com|cdnjs|googleapis\.com|gstatic\.com|bootstrapcdn|polyfill\.io|fontawesome\.com/")
