@@ -27,7 +27,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 import pytest
 
-from bookfacts import colab_url, source_of, toc_files
+from bookfacts import book_config, colab_url, source_of, toc_files
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -53,13 +53,50 @@ def find_chromium() -> str | None:
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves the built site, plus in-memory pages (`extra`) that exercise its assets."""
+
+    extra: dict[str, bytes] = {}
+
+    def do_GET(self):
+        body = self.extra.get(urlsplit(self.path).path)
+        if body is None:
+            return super().do_GET()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
     def log_message(self, *args):  # the test reports what matters itself
         pass
+
+
+def offline_assets_page() -> bytes:
+    """A page with math and saved widgets that loads exactly the assets _config.yml names for them,
+    so the self-hosted MathJax and widget manager are tested even while no chapter has widgets."""
+    import ipywidgets
+    from ipywidgets.embed import embed_data
+
+    config = book_config()["sphinx"]["config"]
+    scripts = [config["mathjax_path"], *config["nb_ipywidgets_js"]]
+    box = ipywidgets.VBox([ipywidgets.IntSlider(value=3, description="$n^2$"), ipywidgets.Label("saved state")])
+    data = embed_data(views=[box])
+    tags = "\n".join(f'<script src="_static/{src}"{" defer" if src == config["mathjax_path"] else ""}></script>'
+                      for src in scripts)
+    return f"""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>offline assets</title>
+<link rel="icon" href="data:,">
+{tags}
+<script type="application/vnd.jupyter.widget-state+json">{json.dumps(data["manager_state"])}</script>
+</head><body><p>Inline <span class="math notranslate nohighlight">\\(E = mc^2\\)</span>.</p>
+<div class="math notranslate nohighlight">\\[\\int_0^1 x\\,dx = \\tfrac12\\]</div>
+<div><script type="application/vnd.jupyter.widget-view+json">{json.dumps(data["view_specs"][0])}</script></div>
+</body></html>""".encode()
 
 
 @pytest.fixture(scope="module")
 def site_url(built_site):
     """The built site served over HTTP on 127.0.0.1 (an ephemeral port) while the module runs."""
+    QuietHandler.extra = {"/__offline_assets__.html": offline_assets_page()}
     handler = functools.partial(QuietHandler, directory=str(built_site))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -288,3 +325,16 @@ def test_search_finds_pages(query, visit, built_site):
 def test_general_index_opens(visit, built_site):
     v = visit("genindex.html")
     fail_on(page_checks(v, "genindex", built_site) + v.problems, "genindex")
+
+
+def test_self_hosted_math_and_widgets_work(visit, built_site):
+    """MathJax and the widget manager, as _config.yml serves them, typeset and render a test page.
+    (The widget's label asks ipywidgets to typeset it through MathJax 2's API, which would throw
+    under MathJax 3 without widgets-offline.js.)"""
+    v = visit("__offline_assets__.html")
+    problems = page_checks(v, "offline assets", built_site)
+    v.page.wait_for_selector(".widget-slider")
+    v.page.wait_for_timeout(500)  # let the manager's typeset calls run
+    if v.page.locator(".math mjx-container").count() != 2:
+        problems.append("math not typeset")
+    fail_on(problems + v.problems, "offline assets page")
