@@ -51,7 +51,6 @@ case "${1:-}" in
     test)
         setup
         export ACCELBOOK_QUICK=${ACCELBOOK_QUICK:-1}
-        export MPLBACKEND=${MPLBACKEND:-Agg}
         "$VENV/bin/python" -m pytest --nbval "${@:2}"
         ;;
     build)  # the site build alone, for tests that already run inside the environment
