@@ -7,6 +7,7 @@ from typing import Iterable, Iterator
 
 import torch
 
+from .bench import synchronize
 from .data import normalize
 
 
@@ -58,6 +59,5 @@ def iterate_seconds(batches: Iterable, device: torch.device) -> float:
     start = time.perf_counter()
     for images, labels in batches:
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    synchronize(device)
     return time.perf_counter() - start
