@@ -1,5 +1,6 @@
 """The shared training loop learns on real MNIST; its helpers count correctly."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -7,7 +8,7 @@ from accelbook.data import mnist_tensors
 from accelbook.loaders import DeviceLoader
 from accelbook.models import ConvNet
 from accelbook.seed import set_seed
-from accelbook.train import confusion_matrix, evaluate, fit, predict
+from accelbook.train import confusion_matrix, evaluate, fit, predict, train_one_epoch, weight_average
 
 CPU = torch.device("cpu")
 
@@ -51,3 +52,48 @@ def test_predict_and_confusion_matrix_agree_with_evaluate():
 def test_confusion_matrix_layout():
     cm = confusion_matrix(torch.tensor([1, 1, 2]), torch.tensor([0, 1, 2]), num_classes=3)
     assert cm.tolist() == [[0, 1, 0], [0, 1, 0], [0, 0, 1]]
+
+
+def _tiny_run(average=None, epochs=2):
+    """A seeded two-epoch run on 96 real training digits; returns the trained model and its history."""
+    images, labels = mnist_tensors(train=True)
+    set_seed(0)
+    model = ConvNet()
+    average = weight_average(model, decay=0.9) if average else None
+    history = fit(model, DeviceLoader(images[:96], labels[:96], 32, CPU, shuffle=True), torch.optim.Adam(model.parameters(), 1e-3),
+                  nn.CrossEntropyLoss(), CPU, epochs, val_batches=DeviceLoader(images[96:160], labels[96:160], 64, CPU),
+                  average=average)
+    return model, average, history
+
+
+def test_weight_average_leaves_the_training_run_unchanged():
+    plain, _, plain_history = _tiny_run(average=False)
+    trained, average, history = _tiny_run(average=True)
+    for (name, p), q in zip(plain.state_dict().items(), trained.state_dict().values()):
+        assert torch.equal(p, q), f"{name} differs: averaging must not touch the run"
+    assert [r["train_loss"] for r in history] == [r["train_loss"] for r in plain_history]
+    assert {"avg_val_loss", "avg_val_accuracy"} <= set(history[-1]) and "avg_val_loss" not in plain_history[-1]
+    assert not torch.equal(average.module.fc.weight, trained.fc.weight)
+
+
+def test_weight_average_is_the_exponential_moving_average_of_the_steps():
+    images, labels = mnist_tensors(train=True)
+    set_seed(0)
+    model, decay = ConvNet(), 0.8
+    average = weight_average(model, decay)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    steps = []
+    optimizer.register_step_post_hook(lambda opt, args, kwargs: steps.append(model.fc.weight.detach().clone()))
+    train_one_epoch(model, DeviceLoader(images[:160], labels[:160], 32, CPU), optimizer, nn.CrossEntropyLoss(), CPU,
+                    average=average)
+    expected = steps[0]  # the first update copies the weights, then each step moves the average by (1 - decay)
+    for w in steps[1:]:
+        expected = decay * expected + (1 - decay) * w
+    assert len(steps) == 5 and int(average.n_averaged) == 5
+    torch.testing.assert_close(average.module.fc.weight, expected, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("decay", [0.0, 1.0, 1.5])
+def test_weight_average_refuses_a_decay_outside_0_1(decay):
+    with pytest.raises(ValueError, match="decay"):
+        weight_average(ConvNet(), decay)

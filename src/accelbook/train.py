@@ -7,6 +7,7 @@ from typing import Callable, Iterable
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 
 def _progress(iterable, enabled: bool, **kwargs):
@@ -18,9 +19,17 @@ def _progress(iterable, enabled: bool, **kwargs):
     return tqdm(iterable, **kwargs)
 
 
+def weight_average(model: nn.Module, decay: float = 0.999) -> AveragedModel:
+    """An exponential moving average of `model`'s weights (and buffers), for `fit(average=...)` to update."""
+    if not 0.0 < decay < 1.0:
+        raise ValueError(f"decay must be between 0 and 1, got {decay}")
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 def train_one_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.Optimizer,
-                    loss_fn: nn.Module, device: torch.device, progress: bool = False) -> float:
-    """One pass over `batches` of (images, labels); returns the mean training loss."""
+                    loss_fn: nn.Module, device: torch.device, progress: bool = False,
+                    average: AveragedModel | None = None) -> float:
+    """One pass over `batches` of (images, labels), updating `average` after each step; returns the mean loss."""
     model.train()
     total, count = torch.zeros((), device=device), 0
     for images, labels in _progress(batches, progress, desc="train", leave=False):
@@ -29,6 +38,8 @@ def train_one_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.
         loss = loss_fn(model(images), labels)
         loss.backward()
         optimizer.step()
+        if average is not None:
+            average.update_parameters(model)
         total += loss.detach() * labels.size(0)
         count += labels.size(0)
     return (total / max(count, 1)).item()  # .item() waits for the device: the epoch's work is done
@@ -56,17 +67,20 @@ def evaluate(model: nn.Module, batches: Iterable, device: torch.device,
 
 def fit(model: nn.Module, train_batches: Iterable, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
         device: torch.device, epochs: int, val_batches: Iterable | None = None, progress: bool = False,
-        on_epoch_end: Callable[[dict], None] | None = None) -> list[dict]:
-    """Train for `epochs`, validating after each; returns one record per epoch (loss, accuracy, seconds)."""
+        on_epoch_end: Callable[[dict], None] | None = None, average: AveragedModel | None = None) -> list[dict]:
+    """Train for `epochs`, validating after each (`average` too, as avg_val_*); one record per epoch."""
     history = []
     bar = _progress(range(1, epochs + 1), progress, desc="epochs", unit="epoch")
     for epoch in bar:
         start = time.perf_counter()
-        train_loss = train_one_epoch(model, train_batches, optimizer, loss_fn, device, progress=progress)
+        train_loss = train_one_epoch(model, train_batches, optimizer, loss_fn, device, progress, average)
         record = {"epoch": epoch, "train_loss": train_loss, "seconds": time.perf_counter() - start}
         if val_batches is not None:
             val = evaluate(model, val_batches, device, loss_fn)
             record.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
+            if average is not None:
+                avg = evaluate(average, val_batches, device, loss_fn)
+                record.update(avg_val_loss=avg["loss"], avg_val_accuracy=avg["accuracy"])
         history.append(record)
         if progress:
             bar.set_postfix({k: round(v, 4) for k, v in record.items() if k != "epoch"})
