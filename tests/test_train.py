@@ -54,21 +54,22 @@ def test_confusion_matrix_layout():
     assert cm.tolist() == [[0, 1, 0], [0, 1, 0], [0, 0, 1]]
 
 
-def _tiny_run(average=None, epochs=2):
-    """A seeded two-epoch run on 96 real training digits; returns the trained model and its history."""
+def _tiny_run(with_average: bool):
+    """A seeded two-epoch run on 96 real training digits: the model, its weight average (or None), the history."""
     images, labels = mnist_tensors(train=True)
     set_seed(0)
     model = ConvNet()
-    average = weight_average(model, decay=0.9) if average else None
-    history = fit(model, DeviceLoader(images[:96], labels[:96], 32, CPU, shuffle=True), torch.optim.Adam(model.parameters(), 1e-3),
-                  nn.CrossEntropyLoss(), CPU, epochs, val_batches=DeviceLoader(images[96:160], labels[96:160], 64, CPU),
-                  average=average)
+    average = weight_average(model, decay=0.9) if with_average else None
+    train = DeviceLoader(images[:96], labels[:96], 32, CPU, shuffle=True)
+    held_out = DeviceLoader(images[96:160], labels[96:160], 64, CPU)
+    history = fit(model, train, torch.optim.Adam(model.parameters(), 1e-3), nn.CrossEntropyLoss(), CPU, epochs=2,
+                  val_batches=held_out, average=average)
     return model, average, history
 
 
 def test_weight_average_leaves_the_training_run_unchanged():
-    plain, _, plain_history = _tiny_run(average=False)
-    trained, average, history = _tiny_run(average=True)
+    plain, _, plain_history = _tiny_run(with_average=False)
+    trained, average, history = _tiny_run(with_average=True)
     for (name, p), q in zip(plain.state_dict().items(), trained.state_dict().values()):
         assert torch.equal(p, q), f"{name} differs: averaging must not touch the run"
     assert [r["train_loss"] for r in history] == [r["train_loss"] for r in plain_history]
