@@ -29,8 +29,8 @@ def _recipe(batch_size: int, n: int = 1024, **model_kwargs):
     return model, loader, torch.optim.Adam(model.parameters(), lr=1e-3), nn.CrossEntropyLoss()
 
 
-# The prediction counts exactly the tensors autograd keeps; the measurement also holds the logits and the
-# loss (batch x 10 x 4 bytes + 4), about 0.01 % here. 1 % leaves room for allocator rounding elsewhere.
+# The prediction counts exactly the tensors autograd keeps; the measurement also holds the loss's log-softmax
+# output and the loss (batch x 10 x 4 bytes + a few), about 0.01 % here. 1 % leaves room for allocator rounding elsewhere.
 @pytest.mark.parametrize("batch_size, model_kwargs", [
     (32, {}), (128, {}), (64, {"batchnorm": True, "activation": "relu6"})])  # ReLU6 keeps its input, ReLU its output
 def test_predicted_activation_memory_matches_the_profiler(batch_size, model_kwargs):
@@ -139,3 +139,48 @@ def test_cuda_only_memory_tools_do_nothing_on_cpu(tmp_path):
     with memory_history(tmp_path / "snapshot.pickle", CPU) as recording:
         pass
     assert recording is False and not (tmp_path / "snapshot.pickle").exists()
+
+
+def test_a_failing_reader_stops_sampling_without_hiding_the_blocks_exception():
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) > 2:
+            raise RuntimeError("NVML: not supported")
+        return {"power_w": 50.0}
+
+    with pytest.raises(KeyError):  # the block's own exception comes through, not the reader's
+        with Sampler(flaky, interval=0.01) as sampler:
+            time.sleep(0.1)
+            raise KeyError("the block failed")
+    assert isinstance(sampler.error, RuntimeError) and len(sampler.samples) == 2
+    assert not sampler.thread.is_alive()
+    with Sampler(lambda: {"power_w": 1.0}, interval=0.01) as again:  # a sampler can be entered again
+        time.sleep(0.05)
+    with again:
+        time.sleep(0.03)
+    assert again.samples[0]["t"] < 0.02 and again.error is None
+
+
+def test_energy_prefers_the_drivers_energy_counter():
+    start = time.perf_counter()
+    # 1,000 mJ per second of counter (1 W), while the (lagging) power reading says 100 W.
+    with Sampler(lambda: {"power_w": 100.0, "energy_mj": 1000 * (time.perf_counter() - start)}, interval=0.01) as s:
+        time.sleep(0.2)
+    assert s.energy_j == pytest.approx(s.seconds, rel=0.2)
+
+
+def test_memory_prediction_refuses_a_layer_it_has_no_rule_for_and_leaves_the_model_alone():
+    with pytest.raises(ValueError, match="GELU"):
+        predict_memory(nn.Sequential(nn.Conv2d(1, 4, 3), nn.GELU()), (2, 1, 8, 8))
+    model = ConvNet()
+    before = [p.clone() for p in model.parameters()]
+    predict_memory(model, (4, 1, 28, 28))
+    assert all(p.device.type == "cpu" and torch.equal(p, b) for p, b in zip(model.parameters(), before))
+
+
+def test_step_budget_needs_a_step():
+    model, loader, optimizer, loss_fn = _recipe(64)
+    with pytest.raises(ValueError, match="steps"):
+        step_budget(model, loader, optimizer, loss_fn, CPU, steps=0)

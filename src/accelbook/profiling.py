@@ -82,9 +82,12 @@ def step_budget(model: nn.Module, batches: Iterable, optimizer: torch.optim.Opti
 
     Instrumented and whole steps alternate, so a machine that speeds up or slows down during the
     measurement affects both alike. The phases are timed with a synchronisation around each, which
-    serialises CPU and device; the whole steps have none inside, so comparing the sum of the phases
-    with `step` shows what the instrumentation itself costs.
+    serialises CPU and device; the whole steps have none inside. On a CPU the two should agree; on a
+    GPU the whole step can be shorter, by the overlap of CPU launches with GPU work that the
+    synchronisations remove. `zero_grad` counts in the backward phase.
     """
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
     model.train()
     stream = endless(batches)
     for _ in range(warmup):  # first calls: allocator growth, kernel selection, Adam's state, worker start
@@ -101,8 +104,10 @@ def step_budget(model: nn.Module, batches: Iterable, optimizer: torch.optim.Opti
     return {"phases": {p: times[p] / steps for p in PHASES}, "step": whole / steps, "steps": steps}
 
 
-# What the profiler's C++ side (Kineto) prints straight to file descriptor 2 on every start and stop, and
-# its notice on machines without a CUDA driver: noise in a notebook, so `quiet_profiler_logs` drops it.
+# What the profiler's C++ side (Kineto) prints straight to file descriptor 2 on every start and stop, its
+# notice on machines without a CUDA driver, and the CPU allocator's notice that frees of blocks allocated
+# before profiling are not reported (`memory_curve` is relative for that reason): noise in a notebook, so
+# `quiet_profiler_logs` drops these lines and passes every other one on.
 PROFILER_NOISE = re.compile(r"^(USDT|STAGE):\S+ \S+ \d+:\d+ \w+\.cpp:\d+\]"
                             r"|^ERROR:\S+ \S+ \d+:\d+ DeviceProperties\.cpp:\d+\] gpuGetDeviceCount failed"
                             r"|^\[W\d+ \S+ CPUAllocator\.cpp:\d+\] Memory block of unknown size")
@@ -175,23 +180,29 @@ def ranges(events: list[dict], category: str = "user_annotation") -> list[dict]:
     return sorted((e for e in events if e.get("ph") == "X" and e.get("cat") == category), key=lambda e: e["ts"])
 
 
-def memory_curve(events: list[dict], device_type: int = 0) -> list[tuple[float, int]]:
+def memory_curve(events: list[dict], device_type: int = 0, device_id: int | None = None) -> list[tuple[float, int]]:
     """(microseconds, bytes allocated) after each allocation or free on one device type (0 CPU, 1 CUDA).
 
     Needs a trace recorded with `profile_memory=True`. Bytes count from just before the first event of
-    the trace, so the curve shows what the traced steps allocated on top of what already lived.
+    the trace, so the curve shows what the traced steps allocated on top of what already lived (on the
+    CPU the profiler cannot see frees of blocks allocated before it started, so a relative curve is the
+    only meaningful one there). `device_id` picks one GPU where there are several.
     """
     mem = sorted((e for e in events if e.get("name") == "[memory]"
-                  and e.get("args", {}).get("Device Type") == device_type), key=lambda e: e["ts"])
+                  and e.get("args", {}).get("Device Type") == device_type
+                  and (device_id is None or e["args"].get("Device Id") == device_id)), key=lambda e: e["ts"])
     if not mem:
         return []
     base = mem[0]["args"]["Total Allocated"] - mem[0]["args"]["Bytes"]
     return [(float(e["ts"]), e["args"]["Total Allocated"] - base) for e in mem]
 
 
-# Bytes each module keeps for the backward pass, from its input and output shapes.
+# Modules whose backward needs no tensor of the batch's size (only shapes or nothing).
+SAVES_NOTHING = (nn.Identity, nn.Flatten, nn.AdaptiveAvgPool2d)
+
+
 def _saved(module: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> list[tuple[torch.Tensor, int]]:
-    """(tensor, bytes) that autograd saves for `module`'s backward: the rules of PyTorch's derivatives."""
+    """(tensor, bytes) that autograd saves for `module`'s backward, for the layer types of the book's models."""
     size = lambda t, dtype=None: t.numel() * (dtype or t.dtype).itemsize  # noqa: E731
     if isinstance(module, (nn.Conv2d, nn.Linear)):
         return [(inp, size(inp))]  # the weight gradient needs the input
@@ -203,7 +214,9 @@ def _saved(module: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> list[tupl
         return [(inp, size(inp)), (None, size(out, torch.int64))]  # input and the argmax indices
     if isinstance(module, nn.BatchNorm2d):
         return [(inp, size(inp)), (None, 2 * out.shape[1] * 4)]  # input, batch mean and inverse std
-    return []
+    if isinstance(module, SAVES_NOTHING):
+        return []
+    raise ValueError(f"predict_memory has no rule for {type(module).__name__}: add what its backward saves to _saved")
 
 
 def predict_memory(model: nn.Module, input_shape: tuple, optimizer_states: int = 2) -> dict:
@@ -242,9 +255,12 @@ def predict_memory(model: nn.Module, input_shape: tuple, optimizer_states: int =
 
 
 def _meta_copy(model: nn.Module) -> nn.Module:
-    """A copy of `model` on the meta device (same structure and shapes, no storage)."""
-    clone = copy.deepcopy(model).to("meta")
-    return clone.train(model.training)
+    """A copy of `model` on the meta device (same structure and shapes; no weight is copied)."""
+    memo = {}
+    for t in [*model.parameters(), *model.buffers()]:
+        empty = torch.empty_like(t, device="meta")
+        memo[id(t)] = nn.Parameter(empty, t.requires_grad) if isinstance(t, nn.Parameter) else empty
+    return copy.deepcopy(model, memo).train(model.training)
 
 
 def _level(curve: list[tuple[float, int]], ts: float) -> int:
@@ -261,9 +277,11 @@ def step_memory(model: nn.Module, batches: Iterable, optimizer: torch.optim.Opti
                 device: torch.device) -> dict:
     """Bytes one training step allocates, from the profiler's memory events, relative to its forward's start.
 
-    `activations`: still allocated when the forward pass ends (what autograd saved, plus logits and
-    loss); `peak`: the most allocated at any moment of the step; `retained`: still allocated after the
-    optimizer step (gradients, and optimizer state created by this step).
+    `activations`: still allocated when the forward pass ends (what autograd saved, plus the loss's
+    log-softmax output and the loss); `peak`: the most allocated at any moment of the step; `retained`:
+    still allocated after the optimizer step (gradients, and optimizer state created by this step).
+    On CUDA, run one step of any model first: a process's first matrix product also allocates cuBLAS's
+    workspace, which would be counted here.
     """
     device = torch.device(device)
     model.train()
@@ -273,7 +291,7 @@ def step_memory(model: nn.Module, batches: Iterable, optimizer: torch.optim.Opti
         train_step(model, stream, optimizer, loss_fn, device)
         synchronize(device)
     events = _events_of(prof)
-    curve = memory_curve(events, 1 if device.type == "cuda" else 0)
+    curve = memory_curve(events, 1 if device.type == "cuda" else 0, device.index if device.type == "cuda" else None)
     spans = {r["name"]: (r["ts"], r["ts"] + r["dur"]) for r in ranges(events) if r["name"] in PHASES}
     base = _level(curve, spans["forward"][0])
     during = [b for t, b in curve if spans["forward"][0] <= t <= spans["optimizer"][1]]
@@ -292,8 +310,30 @@ def _events_of(prof: torch.profiler.profile) -> list[dict]:
 
 # Sampling utilisation and power while a block runs.
 
+def nvml_index(device: torch.device | str) -> int:
+    """NVML's index of a CUDA device: matched by UUID (NVML counts in PCI order, CUDA may not); else its ordinal."""
+    device = torch.device(device)
+    ordinal = device.index if device.index is not None else torch.cuda.current_device()
+    from .gpu import _nvml, _text
+
+    nv = _nvml()
+    try:
+        uuid = str(torch.cuda.get_device_properties(ordinal).uuid)
+        for i in range(nv.nvmlDeviceGetCount()):
+            if _text(nv.nvmlDeviceGetUUID(nv.nvmlDeviceGetHandleByIndex(i))).removeprefix("GPU-") == uuid:
+                return i
+    except Exception:  # no NVML, or a driver without UUIDs: fall back to the ordinal
+        pass
+    return ordinal
+
+
 def nvml_reader(index: int = 0) -> Callable[[], dict] | None:
-    """A function reading GPU `index`'s utilisation, memory, SM clock and power from NVML; None without one."""
+    """A function reading GPU `index`'s utilisation, memory, SM clock, power and energy counter; None without one.
+
+    NVML averages utilisation over 1/6 s to 1 s, and on most GPUs since Ampere `power_w` is a one-second
+    average, so samples 50 ms apart repeat values and lag the load. `energy_mj`, the driver's energy
+    counter (Volta and newer), has no such lag: `Sampler.energy_j` uses it where it exists.
+    """
     from .gpu import _nvml, _optional
 
     nv = _nvml()
@@ -302,18 +342,19 @@ def nvml_reader(index: int = 0) -> Callable[[], dict] | None:
     h = nv.nvmlDeviceGetHandleByIndex(index)
 
     def read() -> dict:
-        return {"gpu_util_pct": nv.nvmlDeviceGetUtilizationRates(h).gpu,
-                "memory_used_gib": nv.nvmlDeviceGetMemoryInfo(h).used / 2**30,
+        return {"gpu_util_pct": _optional(lambda: nv.nvmlDeviceGetUtilizationRates(h).gpu),  # not on MIG
+                "memory_used_gib": _optional(lambda: nv.nvmlDeviceGetMemoryInfo(h).used / 2**30),
                 "sm_clock_mhz": _optional(lambda: nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_SM)),
-                "power_w": _optional(lambda: nv.nvmlDeviceGetPowerUsage(h) / 1000)}
+                "power_w": _optional(lambda: nv.nvmlDeviceGetPowerUsage(h) / 1000),
+                "energy_mj": _optional(lambda: nv.nvmlDeviceGetTotalEnergyConsumption(h))}
 
     return read
 
 
 def cpu_reader() -> Callable[[], dict]:
-    """A function reading this process's CPU use since its previous call, in % of all cores."""
+    """A function reading this process's CPU use since its previous call, in % of the cores it may run on."""
     last = [time.perf_counter(), time.process_time()]
-    cores = os.cpu_count() or 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
     def read() -> dict:
         now, cpu = time.perf_counter(), time.process_time()
@@ -325,11 +366,12 @@ def cpu_reader() -> Callable[[], dict]:
 
 
 class Sampler:
-    """Poll `read()` every `interval` seconds in a background thread while the `with` block runs.
+    """Poll `read()` about every `interval` seconds in a background thread while the `with` block runs.
 
-    `samples` holds one dict per poll with its time `t` (seconds from the start). With `read=None`
-    (no NVIDIA GPU: see `nvml_reader`) nothing is sampled, `samples` stays empty and `energy_j` is None.
-    The thread stops when the block ends, normally or by an exception.
+    `samples` holds one dict per poll with its time `t` (seconds from the start of the block). With
+    `read=None` (no NVIDIA GPU: see `nvml_reader`) nothing is sampled, `samples` stays empty and
+    `energy_j` is None. The thread stops when the block ends, normally or by an exception; a reader that
+    fails stops the sampling and leaves its exception in `error`, without hiding the block's own.
     """
 
     def __init__(self, read: Callable[[], dict] | None, interval: float = 0.05):
@@ -338,29 +380,39 @@ class Sampler:
         self.read, self.interval = read, interval
         self.samples: list[dict] = []
         self.seconds: float | None = None
+        self.error: BaseException | None = None
         self._stop = threading.Event()
         self.thread: threading.Thread | None = None
 
-    def _run(self, start: float) -> None:
+    def _sample(self) -> bool:
+        """Take one sample; False (and `error` set) when the reader fails."""
+        try:
+            self.samples.append({"t": time.perf_counter() - self._start, **self.read()})
+            return True
+        except Exception as err:  # an NVML call that is not supported, a driver that went away
+            self.error = err
+            return False
+
+    def _run(self) -> None:
         """The polling loop (background thread)."""
-        while True:
-            self.samples.append({"t": time.perf_counter() - start, **self.read()})
-            if self._stop.wait(self.interval):
-                return
+        while self._sample() and not self._stop.wait(self.interval):
+            pass
 
     def __enter__(self) -> "Sampler":
+        self.samples, self.error, self.seconds = [], None, None
+        self._stop.clear()
         self._start = time.perf_counter()
         if self.read is not None:
-            self.thread = threading.Thread(target=self._run, args=(self._start,), daemon=True,
-                                           name="accelbook-sampler")
+            self.thread = threading.Thread(target=self._run, daemon=True, name="accelbook-sampler")
             self.thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         if self.thread is not None:
-            self.thread.join()
-            self.samples.append({"t": time.perf_counter() - self._start, **self.read()})
+            self.thread.join(timeout=max(5.0, 10 * self.interval))
+            if self.error is None and not self.thread.is_alive():
+                self._sample()  # the state at the end of the block
         self.seconds = time.perf_counter() - self._start
 
     def series(self, key: str) -> tuple[list[float], list[float]]:
@@ -370,7 +422,10 @@ class Sampler:
 
     @property
     def energy_j(self) -> float | None:
-        """Joules: power integrated over the samples (trapezoidal rule); None without power samples."""
+        """Joules over the samples: the energy counter's difference, else power integrated (trapezoidal rule)."""
+        t, counter = self.series("energy_mj")
+        if len(t) >= 2:
+            return (counter[-1] - counter[0]) / 1000
         t, watts = self.series("power_w")
         if len(t) < 2:
             return None

@@ -1,0 +1,324 @@
+"""A training recipe as one description, and one function that trains it (chapter 6, the optimization ladder).
+
+A `Recipe` holds every knob of a run (model, data path, batch, schedule, memory format, precision,
+backend flags, fused optimizer, compilation, CUDA graphs). `train_recipe` trains one on a device and
+reports its wall time, steady-state throughput, accuracy and (with NVML) energy. `check_change`
+compares the first steps of two recipes on the same batches, so a rung is checked before it is timed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import asdict, dataclass, field, fields
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+
+from .bench import synchronize
+from .data import mnist, mnist_tensors, mnist_transform, normalize
+from .loaders import DeviceLoader, train_val_split
+from .models import ConvNet, SmallNet
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+MODELS: dict[str, Callable[[], nn.Module]] = {
+    "convnet": ConvNet,                     # the article's model, corrected (chapter 3)
+    "small": SmallNet,                      # right-sized: 16 and 32 channels, 256 hidden units
+    "anchor": lambda: SmallNet(c1=24),      # the public anchor's layer stack (accelbook.anchors), for tuning
+}
+# How close the first steps' losses of a rung must stay to the previous rung's, by the kind of change.
+TOLERANCE = {"exact": 0.0, "fp32": 1e-4, "bf16": 5e-2, "recipe": None}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Every knob of one training run; a rung of the ladder changes one of them (or one related group)."""
+
+    model: str = "convnet"          # a key of MODELS
+    loader: str = "dataloader"      # "dataloader" (PIL + transforms, the article's) or "device" (chapter 4's)
+    batch_size: int = 64
+    epochs: float = 10.0            # fractional epochs stop part-way through the last one
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    schedule: str = "constant"      # or "onecycle" (peak `lr`, no momentum cycling)
+    channels_last: bool = False
+    precision: str = "fp32"         # "bf16" or "fp16": autocast (fp16 also scales the loss)
+    tf32: bool = False              # CUDA: TF32 tensor cores for fp32 matmuls and convolutions
+    cudnn_benchmark: bool = False   # CUDA: time cuDNN's algorithms on the first call of each shape
+    fused: bool = False             # fused Adam (one kernel per step for all parameters)
+    compile: str = ""               # "" or a torch.compile mode ("default", "max-autotune-no-cudagraphs", ...)
+    cuda_graphs: bool = False       # CUDA: torch.compile(mode="reduce-overhead"), which replays CUDA graphs
+    train_images: str = "split"     # "split": the 55,000 of chapter 4's split; "all": all 60,000
+
+    def changes_from(self, other: "Recipe") -> dict:
+        """The fields where this recipe differs from `other`, as {name: (other's value, this value)}."""
+        return {f.name: (getattr(other, f.name), getattr(self, f.name)) for f in fields(self)
+                if getattr(self, f.name) != getattr(other, f.name)}
+
+
+@dataclass
+class Result:
+    """What one training run of a recipe measured."""
+
+    wall_s: float                   # from building the model to a trained, evaluated model (compile included)
+    warmup_s: float                 # the first steps (allocation, autotuning, compilation)
+    steady_images_per_s: float      # after the warm-up, synchronised at both ends
+    epoch_s: float                  # one epoch at the steady rate
+    steps: int
+    test_accuracy: float
+    val_accuracy: float | None
+    energy_j: float | None = None
+    losses: list[float] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        """A JSON-ready dict (the losses left out)."""
+        return {k: v for k, v in asdict(self).items() if k != "losses"}
+
+
+def unsupported(recipe: Recipe, device: torch.device) -> str | None:
+    """Why `recipe` cannot run on `device` (one line), or None when it can."""
+    cuda = device.type == "cuda"
+    if not cuda and (recipe.tf32 or recipe.cudnn_benchmark or recipe.cuda_graphs):
+        return "skipped: needs CUDA"
+    if recipe.precision == "fp16" and not cuda:
+        return "skipped: fp16 training with GradScaler needs CUDA"
+    if recipe.precision == "bf16" and cuda and not bf16_supported(device):
+        return "skipped: this GPU has no native bf16 (compute capability < 8.0); use fp16"
+    if recipe.fused and device.type not in ("cuda", "cpu", "mps"):
+        return f"skipped: fused Adam is not available on {device.type}"
+    if recipe.model not in MODELS:
+        return f"unknown model {recipe.model!r}"
+    return None
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Native bf16 arithmetic on `device`: CPU and MPS yes, CUDA from compute capability 8.0 (no emulation)."""
+    if device.type != "cuda":
+        return True
+    return torch.cuda.get_device_capability(device) >= (8, 0)
+
+
+@dataclass
+class Data:
+    """MNIST once, in memory: uint8 images and labels, and chapter 4's split."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    train_idx: torch.Tensor
+    val_idx: torch.Tensor
+
+    @classmethod
+    def load(cls, limit: int | None = None) -> "Data":
+        """Read MNIST (all of it, or the first `limit` images of each split: a smoke run)."""
+        images, labels = mnist_tensors(train=True)
+        test_images, test_labels = mnist_tensors(train=False)
+        train_idx, val_idx = train_val_split(len(labels), val_size=5000, seed=0)
+        if limit is not None:
+            train_idx, val_idx = train_idx[:limit], val_idx[:max(limit // 10, 1)]
+            test_images, test_labels = test_images[:limit], test_labels[:limit]
+        return cls(images, labels, test_images, test_labels, train_idx, val_idx)
+
+    def all_index(self) -> torch.Tensor:
+        """Every training image: the split's and the validation's together, in file order."""
+        return torch.cat([self.train_idx, self.val_idx]).sort().values
+
+    def train_index(self, recipe: Recipe) -> torch.Tensor:
+        """The training images a recipe uses: the split's (`train_images="split"`) or all of them ("all")."""
+        return self.all_index() if recipe.train_images == "all" else self.train_idx
+
+
+def make_loader(recipe: Recipe, data: Data, device: torch.device, seed: int):
+    """Shuffled training batches for `recipe`: torchvision's DataLoader path or the device-resident loader."""
+    index = data.train_index(recipe)
+    if recipe.loader == "device":
+        return DeviceLoader(data.images[index], data.labels[index], recipe.batch_size, device, shuffle=True, seed=seed)
+    from torch.utils.data import DataLoader, Subset
+
+    dataset = Subset(mnist(train=True, transform=mnist_transform()), index.tolist())
+    return DataLoader(dataset, batch_size=recipe.batch_size, shuffle=True,
+                      generator=torch.Generator().manual_seed(seed))
+
+
+def build(recipe: Recipe, device: torch.device, steps: int, seed: int):
+    """Model, optimizer, schedule, loss scaler and the callable the loop runs (compiled where asked)."""
+    torch.manual_seed(seed)
+    model = MODELS[recipe.model]().to(device)
+    if recipe.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=recipe.lr, betas=recipe.betas,
+                                 **({"fused": True} if recipe.fused else {}))
+    schedule = None
+    if recipe.schedule == "onecycle":
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr, total_steps=steps,
+                                                       cycle_momentum=False)
+    elif recipe.schedule != "constant":
+        raise ValueError(f"unknown schedule {recipe.schedule!r}: use constant or onecycle")
+    scaler = torch.amp.GradScaler(device.type) if recipe.precision == "fp16" else None
+    forward = model
+    if recipe.cuda_graphs:
+        forward = torch.compile(model, mode="reduce-overhead")
+    elif recipe.compile:
+        forward = torch.compile(model, mode=recipe.compile)
+    return model, forward, optimizer, schedule, scaler
+
+
+@contextlib.contextmanager
+def backend_settings(recipe: Recipe) -> Iterator[None]:
+    """TF32 and cudnn.benchmark as the recipe says inside the block (explicitly off otherwise), then restore."""
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = recipe.tf32
+    torch.backends.cudnn.benchmark = recipe.cudnn_benchmark
+    try:
+        yield
+    finally:
+        (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+         torch.backends.cudnn.benchmark) = saved
+
+
+def autocast(recipe: Recipe, device: torch.device):
+    """The autocast context of the recipe's precision (a no-op for fp32)."""
+    dtype = PRECISIONS[recipe.precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def step_fn(recipe: Recipe, device: torch.device, forward, optimizer, schedule, scaler, loss_fn) -> Callable:
+    """One optimizer step on a batch, returning the loss (on the device, not synchronised)."""
+    def step(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        if recipe.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(recipe, device):
+            loss = loss_fn(forward(images), labels)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        if schedule is not None:
+            schedule.step()
+        return loss.detach()
+
+    return step
+
+
+def steps_for(recipe: Recipe, batches_per_epoch: int) -> int:
+    """Optimizer steps of a recipe: epochs x batches per epoch, rounded down (at least one)."""
+    return max(1, int(recipe.epochs * batches_per_epoch))
+
+
+def batches(loader, steps: int) -> Iterator:
+    """`steps` batches from `loader`, starting a new epoch whenever one ends."""
+    done = 0
+    while done < steps:
+        for batch in loader:
+            yield batch
+            done += 1
+            if done == steps:
+                return
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, recipe: Recipe, images: torch.Tensor, labels: torch.Tensor, device: torch.device,
+             batch_size: int = 2000) -> float:
+    """Accuracy of `model` on uint8 `images` (normalised here), evaluated as the recipe trains (precision, layout)."""
+    model.eval()
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    for start in range(0, len(labels), batch_size):
+        x = normalize(images[start:start + batch_size].to(device))
+        if recipe.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(recipe, device):
+            correct += (model(x).argmax(1) == labels[start:start + batch_size].to(device)).sum()
+    model.train()
+    return correct.item() / len(labels)
+
+
+def train_recipe(recipe: Recipe, device: torch.device, data: Data, seed: int = 0, sampler_read=None,
+                 progress: bool = False, record_losses: int = 0) -> Result:
+    """Train `recipe` on `device` from `seed`; time it honestly; evaluate it on validation and test.
+
+    `wall_s` runs from building the loader and the model to the test accuracy (compilation and warm-up
+    included). The steady rate is timed between two synchronisations after the first
+    `max(1, steps // 10)` steps (at most 20), so warm-up and compilation stay out of it.
+    `sampler_read` (e.g. `profiling.nvml_reader()`) samples power during the run for `energy_j`.
+    """
+    from .profiling import Sampler
+
+    device = torch.device(device)
+    loss_fn = nn.CrossEntropyLoss()
+    with backend_settings(recipe), Sampler(sampler_read) as sampler:
+        synchronize(device)
+        start = time.perf_counter()
+        loader = make_loader(recipe, data, device, seed)
+        steps = steps_for(recipe, len(loader))
+        model, forward, optimizer, schedule, scaler = build(recipe, device, steps, seed)
+        step = step_fn(recipe, device, forward, optimizer, schedule, scaler, loss_fn)
+        warm = min(max(1, steps // 10), 20)
+        losses, stream = [], batches(loader, steps)
+        if progress:
+            from tqdm.auto import tqdm
+
+            stream = tqdm(stream, total=steps, desc="steps", leave=False)
+        for i, (images, labels) in enumerate(stream):
+            loss = step(images, labels)
+            if i < record_losses:
+                losses.append(loss.item())
+            if i == warm - 1:
+                synchronize(device)
+                steady_start = time.perf_counter()
+        synchronize(device)
+        trained = time.perf_counter()
+        test = accuracy(model, recipe, data.test_images, data.test_labels, device)
+        wall = time.perf_counter() - start
+    steady_steps = steps - warm
+    steady_s = trained - steady_start
+    images_per_step = len(data.train_index(recipe)) / len(loader)
+    rate = steady_steps * images_per_step / steady_s if steady_steps else float("nan")
+    val = accuracy(model, recipe, data.images[data.val_idx], data.labels[data.val_idx], device) \
+        if recipe.train_images == "split" else None
+    return Result(wall_s=wall, warmup_s=steady_start - start, steady_images_per_s=rate,
+                  epoch_s=len(data.train_index(recipe)) / rate, steps=steps, test_accuracy=test,
+                  val_accuracy=val, energy_j=sampler.energy_j, losses=losses)
+
+
+def first_losses(recipe: Recipe, device: torch.device, data: Data, steps: int = 5, seed: int = 0) -> list[float]:
+    """The losses of a recipe's first `steps` steps on the first batches of the split, in order (no shuffling)."""
+    device = torch.device(device)
+    index = data.train_idx[:steps * recipe.batch_size]
+    if recipe.loader == "device":
+        loader = DeviceLoader(data.images[index], data.labels[index], recipe.batch_size, device)
+    else:
+        from torch.utils.data import DataLoader, Subset
+
+        loader = DataLoader(Subset(mnist(train=True, transform=mnist_transform()), index.tolist()),
+                            batch_size=recipe.batch_size)
+    with backend_settings(recipe):
+        model, forward, optimizer, schedule, scaler = build(recipe, device, steps_for(recipe, 1000), seed)
+        step = step_fn(recipe, device, forward, optimizer, schedule, scaler, nn.CrossEntropyLoss())
+        return [step(x, y).item() for x, y in loader]
+
+
+def check_change(before: Recipe, after: Recipe, kind: str, device: torch.device, data: Data,
+                 steps: int = 5) -> dict:
+    """Run the first steps of both recipes on the same batches; their losses must agree within TOLERANCE[kind].
+
+    kind "exact" asks for identical losses, "fp32" for float32 round-off, "bf16" for reduced-precision
+    round-off; "recipe" marks a change of the optimisation itself (model, batch, schedule), which only
+    the accuracy of the full run can check.
+    """
+    if kind not in TOLERANCE:
+        raise ValueError(f"unknown check {kind!r}: use one of {sorted(TOLERANCE)}")
+    if TOLERANCE[kind] is None:
+        return {"kind": kind, "ok": True, "max_diff": None}
+    a, b = first_losses(before, device, data, steps), first_losses(after, device, data, steps)
+    diff = max(abs(x - y) for x, y in zip(a, b))
+    return {"kind": kind, "ok": diff <= TOLERANCE[kind], "max_diff": diff, "before": a, "after": b}
