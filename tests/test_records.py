@@ -69,3 +69,15 @@ def test_nvml_degrades_to_a_clear_message(capsys):
 def test_nvidia_smi_missing_is_none(monkeypatch):
     monkeypatch.setenv("PATH", "")
     assert nvidia_smi() is None
+
+
+def test_probe_command_line_errors_are_one_line_with_status_2():
+    import subprocess
+    import sys
+
+    for args in (["--device", "tpu"], ["--device", "cuda:7"], ["--bogus"]):
+        done = subprocess.run([sys.executable, "-m", "accelbook.probe", *args], capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 2, (args, done.stderr)
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("python -m accelbook.probe: error:"), done.stderr

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from .cli import OneLineParser
 from .recipes import Data, Recipe, Result, check_change, train_recipe, unsupported
 
 ARTICLE = Recipe()  # rung 0: chapter 4's recipe (DataLoader + PIL transforms, batch 64, Adam 1e-3, 10 epochs, fp32)
@@ -221,14 +222,6 @@ def default_path(device: torch.device) -> Path:
 
     slug = re.sub(r"[^a-z0-9]+", "-", device_name(device).lower()).strip("-")[:40]
     return Path("results") / f"ladder-{slug}-{date.today().isoformat()}.json"
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a user error is one line on stderr (and exit status 2), not a usage block."""
-
-    def error(self, message: str):
-        """Print `prog: error: message (see --help)` and exit 2."""
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def parser() -> argparse.ArgumentParser:

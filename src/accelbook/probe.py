@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from .bench import copy_probe, matmul_probe, time_op, time_unsynchronized, transfer_probe
+from .cli import OneLineParser
 from .device import device_name, pick_device
 from .records import provenance, save_record
 
@@ -87,13 +88,16 @@ def default_path(device: torch.device) -> Path:
 
 def main(argv: list[str] | None = None) -> Path:
     """Command line: probe the device and write the record."""
-    parser = argparse.ArgumentParser(prog="python -m accelbook.probe", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog="python -m accelbook.probe", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, help="record path (default: results/probe-<device>-<date>.json)")
     parser.add_argument("--device", help="cuda, cuda:N, mps or cpu (default: fastest available)")
     parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats: a smoke run")
     args = parser.parse_args(argv)
-    device = pick_device(args.device)
+    try:
+        device = pick_device(args.device)
+    except (ValueError, RuntimeError) as err:  # an unknown or absent device: the user's to fix, in one line
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
     record = {"provenance": provenance(device, argv if argv is not None else sys.argv[1:]),
               **probe(device, args.quick)}
     path = save_record(record, args.out or default_path(device))
