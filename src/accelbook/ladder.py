@@ -143,8 +143,7 @@ def record(rows: list[Row], device: torch.device, argv: list[str], quick: bool) 
     """The ladder as a record with provenance (results/ schema), speed-ups relative to rung 0."""
     from .records import provenance
 
-    prov = provenance(device, argv)
-    prov["command"] = " ".join(["python -m accelbook.ladder", *argv])
+    prov = provenance(device, argv, kind="ladder")
     summaries = [r.summary() for r in rows]
     base = next((s for s in summaries if s.get("wall_s")), None)
     for s in summaries:
@@ -214,16 +213,6 @@ def parse_rungs(text: str) -> list[int]:
     return sorted(set(chosen))
 
 
-def default_path(device: torch.device) -> Path:
-    """results/ladder-<device-slug>-<date>.json under the working directory."""
-    from datetime import date
-
-    from .device import device_name
-
-    slug = re.sub(r"[^a-z0-9]+", "-", device_name(device).lower()).strip("-")[:40]
-    return Path("results") / f"ladder-{slug}-{date.today().isoformat()}.json"
-
-
 def parser() -> argparse.ArgumentParser:
     """The command line's options."""
     p = OneLineParser(prog="python -m accelbook.ladder", description=__doc__,
@@ -261,9 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     rec = record(rows, device, argv, args.quick)
     print(table(rec))
     if not args.no_record:
-        from .records import save_record
+        from .records import default_path, save_record
 
-        path = save_record(rec, args.out or default_path(device))
+        path = save_record(rec, args.out or default_path("ladder", device))
         print(f"wrote {path}")
     if other is not None:
         print(compare(rec, other))

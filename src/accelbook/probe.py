@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
@@ -15,8 +14,8 @@ import torch
 
 from .bench import copy_probe, matmul_probe, time_op, time_unsynchronized, transfer_probe
 from .cli import OneLineParser
-from .device import device_name, pick_device
-from .records import provenance, save_record
+from .device import pick_device
+from .records import default_path, provenance, save_record
 
 
 def formats_for(device: torch.device) -> list[str]:
@@ -78,14 +77,6 @@ def probe(device: torch.device, quick: bool = False) -> dict:
     }
 
 
-def default_path(device: torch.device) -> Path:
-    """results/probe-<device-slug>-<date>.json under the working directory."""
-    from datetime import date
-
-    slug = re.sub(r"[^a-z0-9]+", "-", device_name(device).lower()).strip("-")[:40]
-    return Path("results") / f"probe-{slug}-{date.today().isoformat()}.json"
-
-
 def main(argv: list[str] | None = None) -> Path:
     """Command line: probe the device and write the record."""
     parser = OneLineParser(prog="python -m accelbook.probe", description=__doc__,
@@ -100,7 +91,7 @@ def main(argv: list[str] | None = None) -> Path:
         parser.exit(2, f"{parser.prog}: error: {err}\n")
     record = {"provenance": provenance(device, argv if argv is not None else sys.argv[1:]),
               **probe(device, args.quick)}
-    path = save_record(record, args.out or default_path(device))
+    path = save_record(record, args.out or default_path("probe", device))
     print(f"wrote {path}")
     return path
 

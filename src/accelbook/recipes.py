@@ -9,6 +9,7 @@ compares the first steps of two recipes on the same batches, so a rung is checke
 from __future__ import annotations
 
 import contextlib
+import itertools
 import time
 from dataclasses import asdict, dataclass, field, fields
 from typing import Callable, Iterator
@@ -20,6 +21,7 @@ from .bench import synchronize
 from .data import mnist, mnist_tensors, mnist_transform, normalize
 from .loaders import DeviceLoader, train_val_split
 from .models import ConvNet, SmallNet
+from .profiling import Sampler, endless
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 MODELS: dict[str, Callable[[], nn.Module]] = {
@@ -130,16 +132,18 @@ class Data:
         return self.all_index() if recipe.train_images == "all" else self.train_idx
 
 
-def make_loader(recipe: Recipe, data: Data, device: torch.device, seed: int):
-    """Shuffled training batches for `recipe`: torchvision's DataLoader path or the device-resident loader."""
-    index = data.train_index(recipe)
+def make_loader(recipe: Recipe, data: Data, device: torch.device, seed: int, index: torch.Tensor | None = None,
+                shuffle: bool = True):
+    """Training batches for `recipe` (of `index`, default its training images): DataLoader or device-resident."""
+    index = data.train_index(recipe) if index is None else index
     if recipe.loader == "device":
-        return DeviceLoader(data.images[index], data.labels[index], recipe.batch_size, device, shuffle=True, seed=seed)
+        return DeviceLoader(data.images[index], data.labels[index], recipe.batch_size, device, shuffle=shuffle,
+                            seed=seed)
     from torch.utils.data import DataLoader, Subset
 
     dataset = Subset(mnist(train=True, transform=mnist_transform()), index.tolist())
-    return DataLoader(dataset, batch_size=recipe.batch_size, shuffle=True,
-                      generator=torch.Generator().manual_seed(seed))
+    return DataLoader(dataset, batch_size=recipe.batch_size, shuffle=shuffle,
+                      generator=torch.Generator().manual_seed(seed) if shuffle else None)
 
 
 def build(recipe: Recipe, device: torch.device, steps: int, seed: int):
@@ -215,17 +219,6 @@ def steps_for(recipe: Recipe, batches_per_epoch: int) -> int:
     return max(1, int(recipe.epochs * batches_per_epoch))
 
 
-def batches(loader, steps: int) -> Iterator:
-    """`steps` batches from `loader`, starting a new epoch whenever one ends."""
-    done = 0
-    while done < steps:
-        for batch in loader:
-            yield batch
-            done += 1
-            if done == steps:
-                return
-
-
 @torch.no_grad()
 def accuracy(model: nn.Module, recipe: Recipe, images: torch.Tensor, labels: torch.Tensor, device: torch.device,
              batch_size: int = 2000) -> float:
@@ -251,8 +244,6 @@ def train_recipe(recipe: Recipe, device: torch.device, data: Data, seed: int = 0
     `max(1, steps // 10)` steps (at most 20), so warm-up and compilation stay out of it.
     `sampler_read` (e.g. `profiling.nvml_reader()`) samples power during the run for `energy_j`.
     """
-    from .profiling import Sampler
-
     device = torch.device(device)
     loss_fn = nn.CrossEntropyLoss()
     with backend_settings(recipe), Sampler(sampler_read) as sampler:
@@ -263,7 +254,7 @@ def train_recipe(recipe: Recipe, device: torch.device, data: Data, seed: int = 0
         model, forward, optimizer, schedule, scaler = build(recipe, device, steps, seed)
         step = step_fn(recipe, device, forward, optimizer, schedule, scaler, loss_fn)
         warm = min(max(1, steps // 10), 20)
-        losses, stream = [], batches(loader, steps)
+        losses, stream = [], itertools.islice(endless(loader), steps)
         if progress:
             from tqdm.auto import tqdm
 
@@ -293,14 +284,7 @@ def train_recipe(recipe: Recipe, device: torch.device, data: Data, seed: int = 0
 def first_losses(recipe: Recipe, device: torch.device, data: Data, steps: int = 5, seed: int = 0) -> list[float]:
     """The losses of a recipe's first `steps` steps on the first batches of the split, in order (no shuffling)."""
     device = torch.device(device)
-    index = data.train_idx[:steps * recipe.batch_size]
-    if recipe.loader == "device":
-        loader = DeviceLoader(data.images[index], data.labels[index], recipe.batch_size, device)
-    else:
-        from torch.utils.data import DataLoader, Subset
-
-        loader = DataLoader(Subset(mnist(train=True, transform=mnist_transform()), index.tolist()),
-                            batch_size=recipe.batch_size)
+    loader = make_loader(recipe, data, device, seed, index=data.train_idx[:steps * recipe.batch_size], shuffle=False)
     with backend_settings(recipe):
         model, forward, optimizer, schedule, scaler = build(recipe, device, steps_for(recipe, 1000), seed)
         step = step_fn(recipe, device, forward, optimizer, schedule, scaler, nn.CrossEntropyLoss())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,6 +22,7 @@ from .device import environment
 RESULTS_ENV = "ACCELBOOK_RESULTS"
 SCHEMA = "accelbook.record/1"
 RESULTS_URL = "https://github.com/accelbook/accelbook/tree/main/results"
+COMMANDS = {"probe": "python -m accelbook.probe", "ladder": "python -m accelbook.ladder"}  # what writes each kind
 
 
 def _is_results(folder: Path) -> bool:
@@ -39,12 +41,12 @@ def results_dir() -> Path | None:
     return next((c for c in candidates if _is_results(c)), None)
 
 
-def provenance(device: torch.device, argv: list[str] | None = None) -> dict:
+def provenance(device: torch.device, argv: list[str] | None = None, kind: str = "probe") -> dict:
     """What a record depends on: GPU, driver, CUDA runtime, torch, date, and the command that made it."""
     from .gpu import driver_version
 
     env = environment(device)
-    cmd = " ".join(["python -m accelbook.probe", *(argv if argv is not None else sys.argv[1:])])
+    cmd = " ".join([COMMANDS[kind], *(argv if argv is not None else sys.argv[1:])])
     return {**env, "driver": driver_version() if device.type == "cuda" else None,
             "cuda_runtime": torch.version.cuda if device.type == "cuda" else None,
             "datetime_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "command": cmd}
@@ -77,7 +79,17 @@ def no_records_message(kind: str = "probe") -> str:
     if results_dir() is None:
         return (f"No results folder here (this is not a clone of the book's repository), so no GPU "
                 f"record to show; the committed records are at {RESULTS_URL}")
-    return f"No GPU record of kind {kind!r} exists yet in results/: run `python -m accelbook.probe` on a GPU."
+    return f"No GPU record of kind {kind!r} exists yet in results/: run `{COMMANDS[kind]}` on a GPU."
+
+
+def default_path(kind: str, device: torch.device) -> Path:
+    """results/<kind>-<device-slug>-<date>.json under the working directory."""
+    from datetime import date
+
+    from .device import device_name
+
+    slug = re.sub(r"[^a-z0-9]+", "-", device_name(device).lower()).strip("-")[:40]
+    return Path("results") / f"{kind}-{slug}-{date.today().isoformat()}.json"
 
 
 def provenance_line(record: dict) -> str:
