@@ -1,7 +1,18 @@
 // Copy the browser assets the pages load from node_modules into book/_static/vendor/, so the site
 // references no CDN. Runs after `npm ci` (package.json "postinstall"); _config.yml points
-// mathjax_path and nb_ipywidgets_js at the copies. The copies are build outputs (git-ignored).
-import { cpSync, existsSync, mkdirSync, rmSync } from "node:fs";
+// mathjax_path and nb_ipywidgets_js at the copies, and lists the Chinese font's stylesheet
+// (vendor/fonts/noto-sans-sc/noto-sans-sc.css, written here) with book/_static/cjk.css in
+// html_css_files. The copies are build outputs (git-ignored).
+//
+// The font: Noto Sans SC from @fontsource/noto-sans-sc, weights 400 (text) and 700 (headings from
+// h3 on and bold, which are Chinese too), woff2 only. Each weight is ~100 subsets, each with its
+// unicode-range, so a browser fetches only the few subsets whose characters a page shows. All
+// subsets are copied (2.4 MB a weight, 5.1 MB in all), not only those of the characters the book
+// uses today: subsets picked from today's text would silently miss a character added tomorrow, as
+// nothing re-runs this script when a page changes.
+import {
+  copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync,
+} from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -43,4 +54,40 @@ for (const [from, to] of copies) {
     filter: (path) => !skip.test(path.split("/").pop()),
   });
 }
-console.log(`vendor-assets: copied ${copies.length} assets into ${vendor}`);
+
+// Noto Sans SC: one stylesheet with the @font-face rules of the weights, their woff2 files beside
+// it in files/, and the font's licence (SIL OFL 1.1, which asks for it to travel with the font).
+const fontPackage = join(modules, "@fontsource", "noto-sans-sc");
+const fontWeights = [400, 700];
+const fontDest = join(vendor, "fonts", "noto-sans-sc");
+const woff2 = /url\(\.\/files\/([\w.-]+\.woff2)\) format\('woff2'\)/g;
+// Every browser that reads unicode-range reads woff2: the woff fallbacks are left out.
+const woffFallback = /, url\(\.\/files\/[\w.-]+\.woff\) format\('woff'\)/g;
+const rules = [];
+let fontFiles = 0;
+mkdirSync(join(fontDest, "files"), { recursive: true });
+for (const weight of fontWeights) {
+  const src = join(fontPackage, `${weight}.css`);
+  if (!existsSync(src)) {
+    console.error(`vendor-assets: ${src} is missing; run \`npm ci\` first`);
+    process.exit(1);
+  }
+  const css = readFileSync(src, "utf8").replace(woffFallback, "");
+  const names = [...css.matchAll(woff2)].map((m) => m[1]);
+  if (!names.length || /\.woff\)/.test(css) || /url\((?!\.\/files\/)/.test(css)) {
+    console.error(`vendor-assets: ${src} no longer reads url(./files/NAME.woff2) format('woff2')`);
+    process.exit(1);
+  }
+  for (const name of names) {
+    copyFileSync(join(fontPackage, "files", name), join(fontDest, "files", name));
+  }
+  fontFiles += names.length;
+  rules.push(css.trim());
+}
+copyFileSync(join(fontPackage, "LICENSE"), join(fontDest, "LICENSE"));
+const { version } = JSON.parse(readFileSync(join(fontPackage, "package.json"), "utf8"));
+const header = `/* Noto Sans SC ${version} (@fontsource/noto-sans-sc), weights `
+  + `${fontWeights.join(", ")}, woff2: written by scripts/vendor-assets.mjs. */`;
+writeFileSync(join(fontDest, "noto-sans-sc.css"), [header, ...rules].join("\n\n") + "\n");
+console.log(`vendor-assets: copied ${copies.length} assets and Noto Sans SC `
+  + `(${fontFiles} woff2 files) into ${vendor}`);

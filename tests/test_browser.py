@@ -3,9 +3,12 @@
 The built site is served on 127.0.0.1 and every page of _toc.yml is opened with nothing outside that
 address reachable: a request to any other host fails the test, as do failed requests, HTTP errors,
 console errors and uncaught exceptions. On each page: math is typeset, images are loaded, saved
-widgets are rendered, every link into the site resolves (file and #anchor), the previous/next links
-follow _toc.yml, the download button returns the page's source and, on chapters, the Colab launch
-button points at the chapter. Search finds pages.
+widgets are rendered, every link into the site resolves (file and #anchor), every Chinese (Han)
+character shown is drawn with the site's own Noto Sans SC (Chromium's account of the fonts it used,
+glyph for glyph: a machine without CJK fonts would otherwise draw empty boxes), the previous/next
+links follow _toc.yml, the download button returns the page's source and, on chapters, the Colab
+launch button points at the chapter. Search finds pages. On the article page, the font's woff2
+subsets are fetched from the site itself and load, and its Chinese quotes name the font.
 
 Chromium: $ACCELBOOK_CHROMIUM, else chromium / chromium-browser / google-chrome on PATH (.ci/run
 installs Debian's `chromium`). Without one the tests are skipped, unless ACCELBOOK_REQUIRE_BROWSER=1
@@ -38,6 +41,10 @@ CHROMIUM_FLAGS = [
 ]
 TIMEOUT_MS = 30_000
 WIDGET_VIEW = 'script[type="application/vnd.jupyter.widget-view+json"]'
+CJK_FONT = "Noto Sans SC"  # the family of the @font-face rules that vendor-assets.mjs writes
+CJK_FONT_FILES = "_static/vendor/fonts/noto-sans-sc/files/"
+# Han characters: CJK unified ideographs, extension A, compatibility ideographs (a JS regex class).
+HAN = r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]"
 
 
 def fail_on(problems: list[str], where: str) -> None:
@@ -126,6 +133,7 @@ class Visit:
     def __init__(self, browser, site_url: str, path: str):
         self.site_url = site_url
         self.problems: list[str] = []
+        self.responses: list = []  # every response the page received, in order
         self.context = browser.new_context(viewport={"width": 1280, "height": 900}, service_workers="block")
         self.context.route("**/*", self._only_the_site)
         self.page = self.context.new_page()
@@ -135,6 +143,7 @@ class Visit:
         page.on("pageerror", lambda e: self.problems.append(f"uncaught exception: {e}"))
         page.on("requestfailed", lambda r: self._request_failed(r))
         page.on("response", lambda r: r.status >= 400 and self.problems.append(f"HTTP {r.status}: {r.url}"))
+        page.on("response", lambda r: self.responses.append(r))
         self.response = page.goto(urljoin(site_url, path), wait_until="load")
 
     def _only_the_site(self, route):
@@ -205,6 +214,71 @@ def broken_internal_links(hrefs: list[str], site_url: str, site: Path) -> list[s
     return broken
 
 
+def han_runs_in_other_fonts(v: Visit) -> tuple[int, list[str]]:
+    """Which fonts drew the page's Chinese, as Chromium itself reports it (DevTools protocol,
+    CSS.getPlatformFontsForNode): each visible run of Han characters is wrapped in a span of its own
+    (which changes no font) and must be drawn entirely by the web font Noto Sans SC, one glyph a
+    character. (Chromium names a font by its file's own name table, which for @fontsource's subsets
+    reads "Noto Sans SC Thin" at every weight; a web font of that name can only be the site's.)
+    Returns the number of Han characters checked and the problems found."""
+    page = v.page
+    runs = page.evaluate("""async han => {
+        await document.fonts.ready;
+        const run = new RegExp(han + "+", "g"), texts = [];
+        const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+        for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+            const parent = n.parentElement;
+            if (parent && !parent.closest("script, style, template, [data-han-run]")
+                    && parent.checkVisibility() && new RegExp(han).test(n.data)) texts.push(n);
+        }
+        const found = [];
+        for (const node of texts) {
+            const parts = document.createDocumentFragment();
+            let last = 0;
+            for (const m of node.data.matchAll(run)) {
+                parts.append(node.data.slice(last, m.index));
+                const span = document.createElement("span");
+                span.dataset.hanRun = found.length;
+                span.textContent = m[0];
+                parts.append(span);
+                found.push(m[0]);
+                last = m.index + m[0].length;
+            }
+            parts.append(node.data.slice(last));
+            node.replaceWith(parts);
+        }
+        await document.fonts.ready;
+        return found;
+    }""", HAN)
+    if not runs:
+        return 0, []
+    cdp = v.context.new_cdp_session(page)
+    try:
+        cdp.send("DOM.enable")
+        cdp.send("CSS.enable")
+        root = cdp.send("DOM.getDocument", {"depth": 0})["root"]["nodeId"]
+        nodes = cdp.send("DOM.querySelectorAll", {"nodeId": root, "selector": "[data-han-run]"})["nodeIds"]
+        wrong: dict[str, list[str]] = {}
+        for node in nodes:
+            attrs = cdp.send("DOM.getAttributes", {"nodeId": node})["attributes"]
+            text = runs[int(dict(zip(attrs[::2], attrs[1::2]))["data-han-run"])]
+            fonts = cdp.send("CSS.getPlatformFontsForNode", {"nodeId": node})["fonts"]
+            drawn = [(f["familyName"], f["isCustomFont"], f["glyphCount"]) for f in fonts]
+            if not (drawn and all(web and name.startswith(CJK_FONT) for name, web, _ in drawn)
+                    and sum(n for *_, n in drawn) == len(text)):
+                used = " + ".join(sorted({f"{name} ({'web' if web else 'system'} font)"
+                                          for name, web, _ in drawn}))
+                wrong.setdefault(used or "no font", []).append(text)
+    finally:
+        cdp.detach()
+    if len(nodes) != len(runs):
+        return sum(map(len, runs)), [f"Chinese: {len(nodes)} of {len(runs)} Han runs found again in the DOM"]
+    problems = [f"Chinese drawn with {used}, not the web font {CJK_FONT} glyph for glyph: "
+                f"{len(texts)} runs ({sum(map(len, texts))} characters), e.g. {'、'.join(texts[:3])}"
+                for used, texts in wrong.items()]
+    return sum(map(len, runs)), problems
+
+
 def page_checks(v: Visit, docname: str, site: Path) -> list[str]:
     """Everything one page of the book must show; returns the problems found."""
     page = v.page
@@ -248,6 +322,9 @@ def page_checks(v: Visit, docname: str, site: Path) -> list[str]:
     # Links into the site resolve, anchors included.
     hrefs = page.eval_on_selector_all("a[href]", "els => els.map(a => a.href)")
     problems += broken_internal_links(hrefs, v.site_url, site)
+
+    # Chinese: every Han character shown is drawn with the site's own font (last, as it adds spans).
+    problems += han_runs_in_other_fonts(v)[1]
     return problems
 
 
@@ -338,3 +415,47 @@ def test_self_hosted_math_and_widgets_work(visit, built_site):
     if v.page.locator(".math mjx-container").count() != 2:
         problems.append("math not typeset")
     fail_on(problems + v.problems, "offline assets page")
+
+
+def test_article_chinese_in_self_hosted_font(visit, built_site):
+    """The article's Chinese, as the site serves it: the Noto Sans SC woff2 subsets are fetched from
+    the site itself and load (nothing outside is reachable here), the font is ready for the article's
+    title, its Chinese quotes name the font, and every Han character of the page is drawn with it."""
+    v = visit("book/article.html")
+    page = v.page
+    problems = []
+    state = page.evaluate("""async ([family, han]) => {
+        await document.fonts.ready;
+        const faces = [...document.fonts].filter(f => f.family.replace(/["']/g, "") === family);
+        const quote = Array.from(document.querySelectorAll("article blockquote p"))
+            .find(p => new RegExp(han).test(p.textContent));
+        return {
+            ready: document.fonts.check(`16px "${family}"`, "模型加速"),
+            loaded: faces.filter(f => f.status === "loaded").length,
+            failed: faces.filter(f => f.status === "error").length,
+            faces: faces.length,
+            quoteFont: quote ? getComputedStyle(quote).fontFamily : null,
+        };
+    }""", [CJK_FONT, HAN])
+    if not state["faces"]:
+        problems.append(f"no @font-face rules for {CJK_FONT} (is noto-sans-sc.css in html_css_files?)")
+    if not state["loaded"] or state["failed"]:
+        problems.append(f"{CJK_FONT}: {state['loaded']} font faces loaded, {state['failed']} failed")
+    if not state["ready"]:
+        problems.append(f"document.fonts.check('16px \"{CJK_FONT}\"', '模型加速') is false")
+    if state["quoteFont"] is None:
+        problems.append("no Chinese quote (blockquote p) in the article")
+    elif CJK_FONT not in state["quoteFont"]:
+        problems.append(f"a Chinese quote's font-family lacks {CJK_FONT}: {state['quoteFont']}")
+
+    fonts_dir = urljoin(v.site_url, CJK_FONT_FILES)
+    fetched = [r for r in v.responses if r.url.startswith(fonts_dir)]
+    if not fetched:
+        problems.append(f"no woff2 of {CJK_FONT} was requested from {fonts_dir}")
+    problems += [f"{r.url}: HTTP {r.status}, {r.request.resource_type}" for r in fetched
+                 if not (r.ok and r.request.resource_type == "font" and r.url.endswith(".woff2"))]
+
+    checked, drawn = han_runs_in_other_fonts(v)
+    if checked < 100:
+        problems.append(f"only {checked} Han characters found on the article page")
+    fail_on(problems + drawn + v.problems, "the article's Chinese")
