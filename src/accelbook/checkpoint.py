@@ -18,7 +18,9 @@ def save_checkpoint(state: dict, path: str | Path) -> None:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())  # the bytes are on disk before the name points at them
-        os.replace(tmp, path)  # atomic on POSIX and Windows: readers see the old file or the new one
+        # Python documents os.replace as atomic where POSIX requires it (rename(2) on one file system):
+        # readers see the old file or the new one. On Windows it replaces the file but promises no atomicity.
+        os.replace(tmp, path)
     except BaseException:  # includes KeyboardInterrupt: never leave the half-written file behind
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -24,7 +24,7 @@ GPUS = [
     {"gpu": "L4", "arch": "Ada Lovelace", "memory_gb": 24, "bandwidth_gbs": 300, "fp32": 30.3,
      "tf32": 120, "bf16": 242, "fp16": 242, "fp8": 485, "sparse": True, "watts": 72,
      "source": "nvidia2023l4datasheet"},
-    {"gpu": "T4", "arch": "Turing", "memory_gb": 16, "bandwidth_gbs": 300, "fp32": 8.1,
+    {"gpu": "T4", "arch": "Turing", "memory_gb": 16, "bandwidth_gbs": 320, "fp32": 8.1,
      "tf32": None, "bf16": None, "fp16": 65, "fp8": None, "sparse": False, "watts": 70,
      "source": "nvidia2019t4datasheet"},
 ]
