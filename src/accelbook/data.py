@@ -68,6 +68,21 @@ def verify_mnist(root: str | Path | None = None, checksum: bool = True) -> Path:
     return folder
 
 
+def gunzip_raw(root: str | Path | None = None) -> list[str]:
+    """Decompress each <root>/MNIST/raw/<file>.gz whose IDX file is missing (MNIST's own mirrors ship .gz)."""
+    import gzip
+    import shutil
+
+    folder, written = raw_folder(root), []
+    for name in RAW_FILES:
+        packed = folder / f"{name}.gz"
+        if packed.is_file() and not (folder / name).is_file():
+            with gzip.open(packed, "rb") as src, open(folder / name, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            written.append(name)
+    return written
+
+
 def mnist_transform():
     """ToTensor then Normalize with MNIST's mean and std: the usual torchvision pipeline."""
     from torchvision import transforms
@@ -96,9 +111,10 @@ def mnist(train: bool = True, transform=None, root: str | Path | None = None, do
     return MNIST(root, train=train, transform=transform, download=False)
 
 
-def mnist_tensors(train: bool = True, root: str | Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def mnist_tensors(train: bool = True, root: str | Path | None = None,
+                  download: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """MNIST as one uint8 image tensor (N, 28, 28) and one int64 label tensor (N,)."""
-    ds = mnist(train=train, root=root)
+    ds = mnist(train=train, root=root, download=download)
     return ds.data, ds.targets
 
 

@@ -1,0 +1,449 @@
+"""Data-parallel training with DistributedDataParallel, launched by torchrun (chapter 7, "Scaling out").
+
+    torchrun --standalone --nproc_per_node=2 -m accelbook.ddp --epochs 1
+    torchrun --standalone --nproc_per_node=2 -m accelbook.ddp --global-batch 512 --optimizer sgd --lr 0.01 --warmup 50
+    torchrun --standalone --nproc_per_node=2 -m accelbook.ddp --measure 20 --out ddp.json --epochs 0
+    python -m accelbook.ddp --epochs 1        # one process, no torchrun needed
+
+Every process trains a replica of the model on its own shard of each global batch
+(`DistributedSampler`); after `backward` DDP averages the gradients of all replicas (all-reduce), so
+every replica takes the same optimizer step. Rank 0 alone prints, writes the checkpoint (atomically) and
+the JSON result. gloo on CPU, NCCL on CUDA (`--backend` overrides). `--measure K` times K steps with
+and K without gradient synchronisation (`no_sync`), and all-reduce alone over a range of message sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import math
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .cli import OneLineParser
+from .data import CorruptDatasetError, DatasetNotFoundError
+
+BACKENDS = {"cpu": "gloo", "cuda": "nccl"}
+OPTIMIZERS = ("adam", "sgd")
+SCALE_RULES = ("linear", "sqrt", "none")
+
+
+def build_parser() -> OneLineParser:
+    """The command line of `python -m accelbook.ddp` (also run under torchrun)."""
+    p = OneLineParser(prog="accelbook.ddp", description=(
+        "Train the corrected CNN data-parallel with DistributedDataParallel. Launch with "
+        "`torchrun --standalone --nproc_per_node=N -m accelbook.ddp ...` (or plain python for one process)."))
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda when available); each process "
+                   "uses cuda:LOCAL_RANK")
+    p.add_argument("--backend", default="auto", help="gloo, nccl or auto (gloo on CPU, NCCL on CUDA)")
+    p.add_argument("--epochs", type=float, default=1.0, help="training epochs (fractions allowed; 0: none)")
+    p.add_argument("--global-batch", type=int, default=128, help="images per optimizer step, all processes "
+                   "together; must divide by the number of processes (default 128)")
+    p.add_argument("--base-batch", type=int, default=64, help="the batch at which --lr was tuned (default 64)")
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate at --base-batch (default 1e-3)")
+    p.add_argument("--scale", choices=SCALE_RULES, default=None, help="how lr grows with the global batch: "
+                   "linear (Goyal et al. 2017, SGD), sqrt (Adam), none; default linear for sgd, sqrt for adam")
+    p.add_argument("--warmup", type=int, default=0, help="steps of linear learning-rate warm-up (default 0)")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="adam (default) or sgd (momentum 0.9)")
+    p.add_argument("--batchnorm", action="store_true", help="the article's section 5.2 BatchNorm variant")
+    p.add_argument("--sync-bn", action="store_true", help="with --batchnorm: SyncBatchNorm, statistics over "
+                   "the global batch (CUDA only)")
+    p.add_argument("--limit", type=int, default=None, help="use the first N training and test images (smoke runs)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads per process (default: cores / processes)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the model's initialisation and the shuffling")
+    p.add_argument("--measure", type=int, default=0, metavar="K", help="time K steps with and K without "
+                   "gradient all-reduce, and all-reduce alone (default 0: skip)")
+    p.add_argument("--checkpoint", default=None, help="write the trained weights here (rank 0, atomically)")
+    p.add_argument("--out", default=None, help="write the run's result as JSON here (rank 0)")
+    p.add_argument("--fail-on-rank", type=int, default=None, help=argparse.SUPPRESS)  # tests: a worker that raises
+    return p
+
+
+def world_from_env(env: dict | None = None) -> tuple[int, int, int]:
+    """(rank, world size, local rank) as torchrun sets them; (0, 1, 0) when not launched by torchrun."""
+    env = os.environ if env is None else env
+    return int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0))
+
+
+def choose_backend(device_type: str, asked: str = "auto") -> str:
+    """gloo for CPU and NCCL for CUDA, or what was asked; NCCL on a CPU is refused with a reason."""
+    asked = asked.lower()
+    if asked == "auto":
+        if device_type not in BACKENDS:
+            raise ValueError(f"no distributed backend for device {device_type!r}: use cpu or cuda")
+        return BACKENDS[device_type]
+    if asked not in ("gloo", "nccl"):
+        raise ValueError(f"unknown backend {asked!r}: use gloo, nccl or auto")
+    if asked == "nccl" and device_type != "cuda":
+        raise ValueError("the nccl backend needs CUDA tensors: use --backend gloo on a CPU")
+    return asked
+
+
+def per_rank_batch(global_batch: int, world: int) -> int:
+    """Each process's share of the global batch; the global batch must divide evenly."""
+    if global_batch < world or global_batch % world:
+        raise ValueError(f"--global-batch {global_batch} does not divide among {world} processes")
+    return global_batch // world
+
+
+def scaled_lr(lr: float, global_batch: int, base_batch: int, rule: str) -> float:
+    """The learning rate for `global_batch`, from `lr` tuned at `base_batch`: linear, sqrt or no scaling."""
+    k = global_batch / base_batch
+    if rule == "linear":
+        return lr * k
+    if rule == "sqrt":
+        return lr * math.sqrt(k)
+    if rule == "none":
+        return lr
+    raise ValueError(f"unknown scaling rule {rule!r}: use one of {SCALE_RULES}")
+
+
+def warmup_factor(step: int, warmup: int) -> float:
+    """Multiplier of the learning rate at `step` (0-based): a linear ramp from 1/warmup to 1, then 1."""
+    return 1.0 if warmup <= 0 or step >= warmup else (step + 1) / warmup
+
+
+def pick(device: str, local_rank: int) -> torch.device:
+    """This process's device: cpu, or cuda:LOCAL_RANK; one clear error when CUDA is asked for but absent."""
+    device = device.lower()
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return torch.device("cpu")
+    if device != "cuda":
+        raise ValueError(f"unknown device {device!r}: use cpu, cuda or auto")
+    if not torch.cuda.is_available():
+        raise ValueError("--device cuda asked for, but torch sees no CUDA device here")
+    if local_rank >= torch.cuda.device_count():
+        raise ValueError(f"local rank {local_rank} has no GPU: only {torch.cuda.device_count()} visible")
+    torch.cuda.set_device(local_rank)
+    return torch.device("cuda", local_rank)
+
+
+def shard(n: int, rank: int, world: int) -> torch.Tensor:
+    """Positions rank, rank + world, ... of range(n): every item exactly once across the ranks (evaluation)."""
+    return torch.arange(rank, n, world)
+
+
+def build_model(batchnorm: bool, sync_bn: bool, device: torch.device, seed: int) -> nn.Module:
+    """The corrected CNN (chapter 3), the same initial weights on every rank; SyncBatchNorm where asked."""
+    from .models import ConvNet
+
+    torch.manual_seed(seed)
+    model = ConvNet(batchnorm=batchnorm)
+    if sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return model.to(device)
+
+
+def build_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
+    """Adam (betas 0.9/0.999), or SGD with momentum 0.9 as in Goyal et al. (2017)."""
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    return torch.optim.SGD(params, lr=lr, momentum=0.9)
+
+
+def train_loader(images: torch.Tensor, labels: torch.Tensor, batch: int, rank: int, world: int, seed: int):
+    """Batches of this rank's shard: a DistributedSampler (reshuffled by set_epoch) feeding index batches."""
+    from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, TensorDataset
+
+    dataset = TensorDataset(images, labels)
+    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
+    loader = DataLoader(dataset, sampler=BatchSampler(sampler, batch, drop_last=True), batch_size=None)
+    return loader, sampler
+
+
+def make_step(model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device):
+    """One optimizer step on uint8 images (normalised on the device); returns the local loss, not synchronised."""
+    from .data import normalize
+
+    loss_fn = nn.CrossEntropyLoss()
+
+    def step(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        x = normalize(images.to(device, non_blocking=True))
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x), labels.to(device, non_blocking=True))
+        loss.backward()  # DDP all-reduces the gradients here, bucket by bucket, as they become ready
+        optimizer.step()
+        return loss.detach()
+
+    return step
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device,
+             rank: int, world: int) -> float:
+    """Test accuracy: each rank scores its shard, then one all-reduce sums the counts."""
+    import torch.distributed as dist
+
+    from .data import normalize
+
+    model.eval()
+    index = shard(len(labels), rank, world)
+    counts = torch.zeros(2, dtype=torch.long, device=device)
+    for start in range(0, len(index), 1000):
+        i = index[start:start + 1000]
+        predicted = model(normalize(images[i].to(device))).argmax(1)
+        counts[0] += (predicted == labels[i].to(device)).sum()
+        counts[1] += len(i)
+    dist.all_reduce(counts)
+    model.train()
+    return counts[0].item() / counts[1].item()
+
+
+def _sync(device: torch.device) -> None:
+    """Wait for the device's queued work (no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_steps(model, step, batches, k: int, synced: bool, device: torch.device) -> list[float]:
+    """Seconds of `k` steps, each started together on all ranks; without all-reduce when not `synced`."""
+    import torch.distributed as dist
+
+    times = []
+    for _ in range(k):
+        images, labels = next(batches)
+        dist.barrier()
+        _sync(device)
+        start = time.perf_counter()
+        with contextlib.nullcontext() if synced else model.no_sync():
+            step(images, labels)
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def time_allreduce(numels: list[int], device: torch.device, repeats: int = 10) -> list[dict]:
+    """Median seconds of one all-reduce of a float32 tensor of each size (after two warm-ups)."""
+    import torch.distributed as dist
+
+    rows = []
+    for n in numels:
+        x = torch.ones(n, device=device)
+        times = []
+        for i in range(repeats + 2):
+            dist.barrier()
+            _sync(device)
+            start = time.perf_counter()
+            dist.all_reduce(x)
+            _sync(device)
+            if i >= 2:
+                times.append(time.perf_counter() - start)
+        rows.append({"bytes": 4 * n, "seconds": statistics.median(times)})
+    return rows
+
+
+def gather_median(values: list[float]) -> list[float]:
+    """Every rank's median of `values`, gathered on all ranks (index = rank)."""
+    import torch.distributed as dist
+
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, statistics.median(values))
+    return out
+
+
+def gather_checksum(model: nn.Module) -> list[float]:
+    """Every rank's sum of all its weights (float64), gathered: equal when the replicas agree."""
+    import torch.distributed as dist
+
+    total = sum(p.detach().double().sum().item() for p in model.parameters())
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, total)
+    return out
+
+
+def log(rank: int, *parts) -> None:
+    """Print on rank 0 only, flushed (torchrun interleaves the processes' output)."""
+    if rank == 0:
+        print(*parts, flush=True)
+
+
+def run(args, rank: int, world: int, local_rank: int) -> dict:
+    """Set up the process group, train, evaluate, measure; return rank 0's result (other ranks: {})."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from .data import mnist_tensors
+    from .records import provenance
+
+    device = pick(args.device, local_rank)
+    backend = choose_backend(device.type, args.backend)
+    if args.sync_bn and not args.batchnorm:
+        raise ValueError("--sync-bn converts BatchNorm layers: add --batchnorm")
+    if args.sync_bn and device.type != "cuda":
+        raise ValueError("SyncBatchNorm needs CUDA tensors (torch refuses CPU ones): drop --sync-bn on a CPU")
+    batch = per_rank_batch(args.global_batch, world)
+    rule = args.scale or ("linear" if args.optimizer == "sgd" else "sqrt")
+    lr = scaled_lr(args.lr, args.global_batch, args.base_batch, rule)
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    threads = args.threads or max(1, (os.cpu_count() or 1) // local_world)
+    if device.type == "cpu":
+        torch.set_num_threads(threads)
+    if not dist.is_initialized():
+        dist.init_process_group(backend, device_id=device if device.type == "cuda" else None)
+    images, labels = mnist_tensors(train=True, download=False)  # ranks must not race to download
+    test_images, test_labels = mnist_tensors(train=False, download=False)
+    if args.limit:
+        images, labels = images[:args.limit], labels[:args.limit]
+        test_images, test_labels = test_images[:args.limit], test_labels[:args.limit]
+    loader, sampler = train_loader(images, labels, batch, rank, world, args.seed)
+    if len(loader) == 0:
+        raise ValueError(f"{len(labels)} images give no full global batch of {args.global_batch}")
+    model = DDP(build_model(args.batchnorm, args.sync_bn, device, args.seed),
+                device_ids=[local_rank] if device.type == "cuda" else None)
+    optimizer = build_optimizer(args.optimizer, model.parameters(), lr)
+    step = make_step(model, optimizer, device)
+    log(rank, f"{world} process(es) x {backend} on {device.type}"
+              f"{f', {threads} thread(s) each' if device.type == 'cpu' else ''} | global batch {args.global_batch}"
+              f" = {world} x {batch} | {args.optimizer} lr {lr:.4g} ({rule} rule from {args.lr:g} at batch "
+              f"{args.base_batch}) | warm-up {args.warmup} steps")
+    steps = int(args.epochs * len(loader))
+    history, done, start = [], 0, time.perf_counter()
+    epoch = 0
+    while done < steps:
+        sampler.set_epoch(epoch)  # a different shuffle each epoch, the same on every rank
+        total = torch.zeros((), device=device)
+        count = 0
+        for images_b, labels_b in loader:
+            if done == steps:
+                break
+            if args.fail_on_rank == rank and done == 1:
+                raise RuntimeError(f"rank {rank} fails on purpose at step {done} (--fail-on-rank)")
+            for group in optimizer.param_groups:
+                group["lr"] = lr * warmup_factor(done, args.warmup)
+            total += step(images_b, labels_b)
+            count += 1
+            done += 1
+        epoch += 1
+        sums = torch.stack([total, torch.tensor(float(count), device=device)])
+        dist.all_reduce(sums)  # the epoch's mean loss over every rank's batches
+        accuracy = evaluate(model.module, test_images, test_labels, device, rank, world)
+        history.append({"epoch": epoch, "steps": done, "train_loss": (sums[0] / sums[1].clamp(min=1)).item(),
+                        "test_accuracy": accuracy, "seconds": time.perf_counter() - start})
+        log(rank, f"epoch {epoch}: {done} steps, loss {history[-1]['train_loss']:.4f}, "
+                  f"test accuracy {100 * accuracy:.2f} %, {history[-1]['seconds']:.1f} s")
+    result = {"world": world, "backend": backend, "threads": threads if device.type == "cpu" else None,
+              "global_batch": args.global_batch, "per_rank_batch": batch, "optimizer": args.optimizer,
+              "lr": lr, "scale_rule": rule, "warmup": args.warmup, "batchnorm": args.batchnorm,
+              "sync_bn": args.sync_bn, "steps": steps, "history": history,
+              "parameters": sum(p.numel() for p in model.parameters()),
+              "replica_checksums": gather_checksum(model),
+              "running_mean": _first_running_mean(model)}
+    if args.measure:
+        result["measure"] = measure(model, step, loader, sampler, args.measure, device)
+        m = result["measure"]
+        log(rank, f"step with all-reduce {1e3 * max(m['synced_s']):.2f} ms, without {1e3 * max(m['no_sync_s']):.2f}"
+                  f" ms (slowest rank's median of {args.measure})")
+    if args.checkpoint and rank == 0:
+        from .checkpoint import save_checkpoint
+
+        save_checkpoint({"model": model.module.state_dict(), "result": {k: v for k, v in result.items()
+                                                                        if k != "measure"}}, args.checkpoint)
+        log(rank, f"checkpoint written: {Path(args.checkpoint).name}")
+    result["provenance"] = provenance(device, sys.argv[1:], kind="ddp")
+    result["provenance"]["command"] = result["provenance"]["command"].replace("<N>", str(world))
+    del model, optimizer, step  # release DDP's reducer before the process group goes (clean exit, see DESIGN)
+    return result if rank == 0 else {}
+
+
+def _first_running_mean(model: nn.Module) -> list[float] | None:
+    """The first BatchNorm layer's running mean (first 4 channels), or None without BatchNorm."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            return [round(v, 6) for v in module.running_mean[:4].tolist()]
+    return None
+
+
+def measure(model, step, loader, sampler, k: int, device: torch.device) -> dict:
+    """Per-rank median step time with and without all-reduce, and all-reduce alone for a range of sizes."""
+    import itertools
+
+    sampler.set_epoch(10_000)
+    batches = itertools.cycle(list(itertools.islice(iter(loader), k + 2)))
+    time_steps(model, step, batches, 2, True, device)  # warm-up
+    synced = gather_median(time_steps(model, step, batches, k, True, device))
+    alone = gather_median(time_steps(model, step, batches, k, False, device))
+    params = sum(p.numel() for p in model.parameters())
+    sizes = sorted({2 ** e for e in range(8, 23, 2)} | {params})
+    return {"synced_s": synced, "no_sync_s": alone, "gradient_bytes": 4 * params,
+            "allreduce": time_allreduce(sizes, device)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse, run under the process group, write rank 0's JSON, tear down cleanly; 0 on success."""
+    args = build_parser().parse_args(argv)
+    rank, world, local_rank = world_from_env()
+    if "MASTER_ADDR" not in os.environ:  # plain `python -m accelbook.ddp`: a world of one on loopback
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), RANK="0", WORLD_SIZE="1")
+    try:
+        result = run(args, rank, world, local_rank)
+    except (ValueError, DatasetNotFoundError, CorruptDatasetError) as err:  # one line, exit 2; printed once
+        if rank == 0:
+            print(f"accelbook.ddp: error: {err}", file=sys.stderr)
+        _teardown()
+        return 2
+    if result and args.out:
+        from .records import save_record
+
+        save_record({"kind": "ddp", **result}, args.out)  # the records schema, so chapter 7 can list it
+    _teardown()
+    return 0
+
+
+def multinode_command(nnodes: int, nproc_per_node: int, endpoint: str, job_id: str = "mnist-ddp",
+                      args: tuple[str, ...] = ()) -> str:
+    """The torchrun line that each of `nnodes` machines runs to join one job (c10d rendezvous at `endpoint`)."""
+    return " ".join([f"torchrun --nnodes={nnodes} --nproc_per_node={nproc_per_node} --rdzv-backend=c10d",
+                     f"--rdzv-endpoint={endpoint} --rdzv-id={job_id} -m accelbook.ddp", *args])
+
+
+def slurm_script(nodes: int, gpus_per_node: int, args: tuple[str, ...] = (), hours: int = 1) -> str:
+    """A Slurm batch script: one torchrun per node, the job's first host as the rendezvous endpoint."""
+    return "\n".join([
+        "#!/bin/bash",
+        "#SBATCH --job-name=accelbook-ddp",
+        f"#SBATCH --nodes={nodes}",
+        "#SBATCH --ntasks-per-node=1            # one torchrun per node; it starts the per-GPU workers",
+        f"#SBATCH --gpus-per-node={gpus_per_node}",
+        f"#SBATCH --time={hours:02d}:00:00",
+        "set -euo pipefail",
+        'head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
+        'export ACCELBOOK_DATA=${ACCELBOOK_DATA:-$PWD/data}   # MNIST on shared storage, read by every node',
+        f'srun torchrun --nnodes="$SLURM_NNODES" --nproc_per_node={gpus_per_node} \\',
+        '    --rdzv-backend=c10d --rdzv-endpoint="$head:29500" --rdzv-id="$SLURM_JOB_ID" \\',
+        "    " + " ".join(["-m accelbook.ddp --device cuda", *args]),
+        "",
+    ])
+
+
+def _teardown() -> None:
+    """Collect garbage, wait for every rank, destroy the process group: the order that exits cleanly with gloo."""
+    import torch.distributed as dist
+
+    gc.collect()
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    """A TCP port free on loopback right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+if __name__ == "__main__":
+    from torch.distributed.elastic.multiprocessing.errors import record
+
+    sys.exit(record(main)())
