@@ -70,3 +70,13 @@ def test_lean(path):
 def test_setup_cell_reports_the_environment(path):
     setup = "".join(_code_cells(path)[0]["source"])
     assert setup.startswith("# NBVAL_IGNORE_OUTPUT") and "report(device)" in setup
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_progress_widgets_stored(path):
+    # Committed runs set ACCELBOOK_PROGRESS=0: a stored tqdm bar is kilobytes of widget state and no
+    # information. Widgets that are content (the explorer sliders) stay.
+    state = json.loads(path.read_text())["metadata"].get("widgets", {})
+    models = state.get("application/vnd.jupyter.widget-state+json", {}).get("state", {}).values()
+    bars = sum(m.get("model_name") == "FloatProgressModel" for m in models)
+    assert not bars, f"{bars} progress-bar widgets stored"

@@ -8,11 +8,17 @@ from pathlib import Path
 QUICK_ENV = "ACCELBOOK_QUICK"
 DATA_ENV = "ACCELBOOK_DATA"
 DEVICE_ENV = "ACCELBOOK_DEVICE"
+PROGRESS_ENV = "ACCELBOOK_PROGRESS"
 
 
 def quick() -> bool:
     """True when the quick profile (CI, smoke runs) is on: ACCELBOOK_QUICK=1."""
     return os.environ.get(QUICK_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def progress_bars() -> bool:
+    """False when ACCELBOOK_PROGRESS=0: committed runs store no progress widgets (on for readers)."""
+    return os.environ.get(PROGRESS_ENV, "").strip().lower() not in {"0", "false", "no", "off"}
 
 
 def scaled(full: int, quick_value: int) -> int:

@@ -11,8 +11,10 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 
 def _progress(iterable, enabled: bool, **kwargs):
-    """Wrap `iterable` in a tqdm bar (notebook-aware) when `enabled`."""
-    if not enabled:
+    """Wrap `iterable` in a tqdm bar (notebook-aware) when `enabled` and ACCELBOOK_PROGRESS is not 0."""
+    from .config import progress_bars
+
+    if not enabled or not progress_bars():
         return iterable
     from tqdm.auto import tqdm
 
@@ -82,7 +84,7 @@ def fit(model: nn.Module, train_batches: Iterable, optimizer: torch.optim.Optimi
                 avg = evaluate(average, val_batches, device, loss_fn)
                 record.update(avg_val_loss=avg["loss"], avg_val_accuracy=avg["accuracy"])
         history.append(record)
-        if progress:
+        if hasattr(bar, "set_postfix"):  # a bar is shown (progress on, ACCELBOOK_PROGRESS not 0)
             bar.set_postfix({k: round(v, 4) for k, v in record.items() if k != "epoch"})
         if on_epoch_end is not None:
             on_epoch_end(record)
