@@ -5,7 +5,7 @@ import torch
 
 from accelbook import bench
 from accelbook.bench import (Measurement, benchmark_median, copy_probe, matmul_flops, matmul_intensity,
-                             matmul_probe, tf32_matmul, time_op, time_unsynchronized, transfer_probe)
+                             matmul_probe, tf32_mode, time_op, time_unsynchronized, transfer_probe)
 
 
 def test_time_op_warms_up_then_repeats():
@@ -35,11 +35,12 @@ def test_flop_and_intensity_formulas():
     assert matmul_intensity(1024, 4) == pytest.approx(2 * 1024 / 12)
 
 
-def test_tf32_switch_is_restored():
-    before = torch.backends.cuda.matmul.allow_tf32
-    with tf32_matmul(not before):
-        assert torch.backends.cuda.matmul.allow_tf32 is (not before)
-    assert torch.backends.cuda.matmul.allow_tf32 is before
+def test_tf32_switch_sets_cublas_and_cudnn_alike_and_is_restored():
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    for enabled in (True, False):
+        with tf32_mode(enabled):
+            assert torch.backends.cuda.matmul.allow_tf32 is enabled and torch.backends.cudnn.allow_tf32 is enabled
+        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
 
 
 @pytest.mark.parametrize("fmt", ["fp32", "bf16", "fp16", "fp8"])

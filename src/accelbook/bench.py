@@ -86,14 +86,18 @@ def time_unsynchronized(fn: Callable[[], object], repeats: int = 10) -> Measurem
 
 
 @contextmanager
-def tf32_matmul(enabled: bool) -> Iterator[None]:
-    """Allow (or forbid) TF32 tensor cores for float32 matmuls inside the block, then restore."""
-    before = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = enabled
+def tf32_mode(enabled: bool) -> Iterator[None]:
+    """Allow (or forbid) TF32 tensor cores for float32 matmuls (cuBLAS) and convolutions (cuDNN), then restore.
+
+    The defaults differ (convolutions may use TF32 on Ampere and newer, matmuls may not), so every
+    float32 measurement sets both explicitly and says which mode it ran in.
+    """
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
     try:
         yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32 = before
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
 def matmul_flops(m: int, n: int, k: int) -> int:
@@ -136,7 +140,7 @@ def matmul_probe(n: int, fmt: str, device: torch.device | str, warmup: int = 2, 
     """Achieved TFLOP/s of an n x n matmul in `fmt`, after checking the product against float64."""
     device = torch.device(device)
     a, b = _square(n, device, 0), _square(n, device, 1)
-    with tf32_matmul(fmt == "tf32"):
+    with tf32_mode(fmt == "tf32"):
         call = _matmul_call(a, b, fmt)
         err = relative_error(call(), a, b)
         if not err <= TOLERANCE[fmt]:

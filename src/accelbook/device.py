@@ -55,6 +55,12 @@ def pick_device(prefer: str | None = None, verbose: bool = True) -> torch.device
     device = torch.device(f"{kind}:{index}" if index else kind)
     if verbose:
         print(f"Using device: {device} ({why}; available: {', '.join(here)})")
+        if "cuda" not in here:
+            from .gpu import unusable_gpu
+
+            warning = unusable_gpu()
+            if warning:
+                print(f"Warning: {warning}")
     return device
 
 

@@ -20,6 +20,29 @@ FIRST_TENSOR_CORES = {"fp16": ((7, 0), "Volta"), "tf32": ((8, 0), "Ampere"), "bf
                       "fp8 e4m3": ((8, 9), "Ada / Hopper"), "fp8 e5m2": ((8, 9), "Ada / Hopper")}
 
 
+def bf16_supported(device: torch.device) -> bool:
+    """Native bf16 arithmetic on `device`: CPU and MPS yes, CUDA from compute capability 8.0 (no emulation).
+
+    `torch.cuda.is_bf16_supported()` also says yes on a T4 (7.5), which only emulates bf16, slowly.
+    """
+    if device.type != "cuda":
+        return True
+    return torch.cuda.get_device_capability(device) >= (8, 0)
+
+
+def fp8_unsupported(device: torch.device) -> str | None:
+    """Why an fp8 matmul (`torch._scaled_mm`) cannot run on `device`, in one line; None where it can."""
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        if (major, minor) < (8, 9):
+            return (f"fp8: not measured: torch._scaled_mm needs compute capability 8.9 or newer "
+                    f"(Ada, Hopper); this GPU has {major}.{minor}")
+        return None
+    if device.type == "cpu":
+        return None if hasattr(torch, "_scaled_mm") else "fp8: not measured: this torch has no _scaled_mm"
+    return f"fp8: not measured: no scaled fp8 matmul on {device.type}"
+
+
 def format_row(name: str) -> dict:
     """Bits, machine epsilon, largest and smallest normal value of format `name`."""
     dtype, exp_bits, man_bits = FORMATS[name]

@@ -84,8 +84,52 @@ def nvidia_smi(args: list[str] | None = None, timeout: float = 20) -> str | None
     return done.stdout if done.returncode == 0 else None
 
 
-def describe(index: int = 0) -> None:
-    """Print NVML's snapshot of GPU `index` as a table, or say plainly that there is no NVIDIA GPU."""
+def nvml_index(device) -> int:
+    """NVML's index of a CUDA device: matched by UUID (NVML counts in PCI order, CUDA may not); else its ordinal."""
+    import torch
+
+    device = torch.device(device)
+    ordinal = device.index if device.index is not None else torch.cuda.current_device()
+    nv = _nvml()
+    try:
+        uuid = str(torch.cuda.get_device_properties(ordinal).uuid)
+        for i in range(nv.nvmlDeviceGetCount()):
+            if _text(nv.nvmlDeviceGetUUID(nv.nvmlDeviceGetHandleByIndex(i))).removeprefix("GPU-") == uuid:
+                return i
+    except Exception:  # no NVML, or a driver without UUIDs: fall back to the ordinal
+        pass
+    return ordinal
+
+
+def unusable_gpu() -> str | None:
+    """One line when NVML sees an NVIDIA GPU that torch cannot use (driver too old, CPU-only build); else None."""
+    import torch
+
+    if torch.cuda.is_available():
+        return None
+    snap = nvml_snapshot()
+    if snap is None:
+        return None
+    if torch.version.cuda is None:
+        return (f"NVML sees {snap['name']} (driver {snap['driver']}), but this torch {torch.__version__} is a "
+                f"CPU-only build: install a CUDA build of torch to use the GPU")
+    return (f"NVML sees {snap['name']} (driver {snap['driver']}, which supports CUDA up to "
+            f"{snap['cuda_driver_api']}), but torch {torch.__version__}, built for CUDA {torch.version.cuda}, "
+            f"cannot use it: the driver is probably too old for this build; update the driver or install a "
+            f"torch built for an older CUDA")
+
+
+def describe(device=None) -> None:
+    """Print NVML's snapshot of a GPU (a CUDA device, an NVML index, or the current one) as a table, or say
+    plainly that there is no NVIDIA GPU."""
+    import torch
+
+    if isinstance(device, int):
+        index = device
+    elif device is not None and torch.device(device).type == "cuda":
+        index = nvml_index(device)
+    else:
+        index = nvml_index(torch.device("cuda")) if torch.cuda.is_available() else 0
     snap = nvml_snapshot(index)
     if snap is None:
         print(f"NVML: {NO_GPU} (no NVIDIA driver or device visible; nvidia-ml-py "

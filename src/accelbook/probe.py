@@ -15,6 +15,7 @@ import torch
 from .bench import copy_probe, matmul_probe, time_op, time_unsynchronized, transfer_probe
 from .cli import OneLineParser
 from .device import pick_device
+from .formats import bf16_supported, fp8_unsupported
 from .records import default_path, provenance, save_record
 
 
@@ -22,8 +23,8 @@ def formats_for(device: torch.device) -> list[str]:
     """Matmul formats worth probing on `device` (TF32 and FP8 only where tensor cores take them)."""
     if device.type == "cuda":
         cc = torch.cuda.get_device_capability(device)
-        bf16 = ["bf16"] if torch.cuda.is_bf16_supported() else []
-        return ["fp32"] + (["tf32"] if cc >= (8, 0) else []) + bf16 + ["fp16"] + (["fp8"] if cc >= (8, 9) else [])
+        bf16 = ["bf16"] if bf16_supported(device) else []  # native only: a T4 emulates bf16
+        return ["fp32"] + (["tf32"] if cc >= (8, 0) else []) + bf16 + ["fp16"] + ([] if fp8_unsupported(device) else ["fp8"])
     if device.type == "mps":
         return ["fp32", "bf16", "fp16"]
     return ["fp32", "bf16", "fp16"]

@@ -30,6 +30,7 @@ from torch import nn
 from torch.profiler import ProfilerActivity, record_function
 
 from .bench import synchronize
+from .gpu import nvml_index  # noqa: F401  (chapter 5 and the ladder import it from here)
 
 PHASES = ("data", "copy", "forward", "backward", "optimizer")
 
@@ -309,23 +310,6 @@ def _events_of(prof: torch.profiler.profile) -> list[dict]:
 
 
 # Sampling utilisation and power while a block runs.
-
-def nvml_index(device: torch.device | str) -> int:
-    """NVML's index of a CUDA device: matched by UUID (NVML counts in PCI order, CUDA may not); else its ordinal."""
-    device = torch.device(device)
-    ordinal = device.index if device.index is not None else torch.cuda.current_device()
-    from .gpu import _nvml, _text
-
-    nv = _nvml()
-    try:
-        uuid = str(torch.cuda.get_device_properties(ordinal).uuid)
-        for i in range(nv.nvmlDeviceGetCount()):
-            if _text(nv.nvmlDeviceGetUUID(nv.nvmlDeviceGetHandleByIndex(i))).removeprefix("GPU-") == uuid:
-                return i
-    except Exception:  # no NVML, or a driver without UUIDs: fall back to the ordinal
-        pass
-    return ordinal
-
 
 def nvml_reader(index: int = 0) -> Callable[[], dict] | None:
     """A function reading GPU `index`'s utilisation, memory, SM clock, power and energy counter; None without one.

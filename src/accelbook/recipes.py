@@ -18,7 +18,9 @@ import torch
 from torch import nn
 
 from .bench import synchronize
+from .config import progress_bars
 from .data import mnist, mnist_tensors, mnist_transform, normalize
+from .formats import bf16_supported
 from .loaders import DeviceLoader, train_val_split
 from .models import ConvNet, SmallNet
 from .profiling import Sampler, endless
@@ -92,13 +94,6 @@ def unsupported(recipe: Recipe, device: torch.device) -> str | None:
     if recipe.model not in MODELS:
         return f"unknown model {recipe.model!r}"
     return None
-
-
-def bf16_supported(device: torch.device) -> bool:
-    """Native bf16 arithmetic on `device`: CPU and MPS yes, CUDA from compute capability 8.0 (no emulation)."""
-    if device.type != "cuda":
-        return True
-    return torch.cuda.get_device_capability(device) >= (8, 0)
 
 
 @dataclass
@@ -255,7 +250,7 @@ def train_recipe(recipe: Recipe, device: torch.device, data: Data, seed: int = 0
         step = step_fn(recipe, device, forward, optimizer, schedule, scaler, loss_fn)
         warm = min(max(1, steps // 10), 20)
         losses, stream = [], itertools.islice(endless(loader), steps)
-        if progress:
+        if progress and progress_bars():
             from tqdm.auto import tqdm
 
             stream = tqdm(stream, total=steps, desc="steps", leave=False)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .bench import time_op
+from .bench import tf32_mode, time_op
 
 MATMUL_LAYERS = (nn.Conv2d, nn.Linear)
 
@@ -58,10 +58,14 @@ def layer_costs(model: nn.Module, example: torch.Tensor) -> list[LayerCost]:
     return [_cost(name, m, i, o) for name, m, i, o in _capture(model, example)]
 
 
-def time_layers(model: nn.Module, example: torch.Tensor, warmup: int = 2, repeats: int = 5) -> dict[str, float]:
-    """Median forward seconds of each conv/linear layer alone, on the inputs it sees in `model`."""
+def time_layers(model: nn.Module, example: torch.Tensor, warmup: int = 2, repeats: int = 5,
+                tf32: bool = False) -> dict[str, float]:
+    """Median forward seconds of each conv/linear layer alone, on the inputs it sees in `model`.
+
+    On CUDA, float32 layers run with TF32 explicitly off (or on, with `tf32=True`) for cuBLAS and cuDNN
+    alike: cuDNN's default would otherwise put TF32 convolutions under an fp32 roof."""
     out = {}
-    with torch.no_grad():
+    with torch.no_grad(), tf32_mode(tf32):
         for name, module, inp, _ in _capture(model, example):
             out[name] = time_op(lambda: module(inp), example.device, warmup, repeats).median
     return out

@@ -58,12 +58,25 @@ def dense_table() -> list[dict]:
     return rows
 
 
+def form_factor(name: str) -> str | None:
+    """'PCIE', 'NVL' or 'SXM' when a GPU's name says which board it is, else None."""
+    words = name.upper().replace("-", " ").split()
+    return next((f for f in ("PCIE", "NVL", "SXM") if any(w.startswith(f) for w in words)), None)
+
+
 def match(name: str) -> dict | None:
-    """The datasheet row whose GPU a CUDA device name (e.g. 'NVIDIA H200') refers to, if any."""
-    name = name.upper()
+    """The datasheet row whose GPU a CUDA device name (e.g. 'NVIDIA H200') refers to, if any.
+
+    A PCIe or NVL board of a GPU whose row is the SXM module (H100 PCIe, H100 NVL, A100 PCIe) has other
+    clocks, power and often memory, so it matches no row rather than the SXM one.
+    """
+    upper = name.upper()
+    board = form_factor(upper)
     for r in sorted(GPUS, key=lambda r: -len(r["gpu"])):
         model, *rest = r["gpu"].split()
         size = rest[0] if rest and rest[0].endswith("GB") else None
-        if model in name.replace("-", " ").split() and (size is None or size in name.replace(" ", "")):
+        if model in upper.replace("-", " ").split() and (size is None or size in upper.replace(" ", "")):
+            if board in ("PCIE", "NVL") and form_factor(r["gpu"]) == "SXM":
+                return None
             return r
     return None

@@ -1,0 +1,73 @@
+"""Device-capability gates, with faked CUDA capabilities: what a T4 (7.5), an A100 (8.0), an L4 (8.9) and an
+H100 (9.0) would measure, what Apple's MPS would, and that each unsupported case says why in one line."""
+
+import pytest
+import torch
+
+from accelbook.formats import bf16_supported, fp8_unsupported
+from accelbook.probe import formats_for
+
+CUDA = torch.device("cuda")
+
+
+@pytest.fixture
+def capability(monkeypatch):
+    """Fake the compute capability that torch reports for any CUDA device."""
+    def fake(cc):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: cc)
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # what a T4 reports, too
+    return fake
+
+
+@pytest.mark.parametrize("cc, formats", [
+    ((7, 5), ["fp32", "fp16"]),                          # T4: fp16 tensor cores only; bf16 merely emulated
+    ((8, 0), ["fp32", "tf32", "bf16", "fp16"]),          # A100
+    ((8, 9), ["fp32", "tf32", "bf16", "fp16", "fp8"]),   # L4
+    ((9, 0), ["fp32", "tf32", "bf16", "fp16", "fp8"]),   # H100, H200
+])
+def test_probe_formats_follow_the_capability(capability, cc, formats):
+    capability(cc)
+    assert formats_for(CUDA) == formats
+    assert bf16_supported(CUDA) is ("bf16" in formats)
+
+
+@pytest.mark.parametrize("cc", [(7, 5), (8, 0), (8, 6)])
+def test_fp8_says_why_not_below_8_9(capability, cc):
+    capability(cc)
+    reason = fp8_unsupported(CUDA)
+    assert reason.startswith("fp8: not measured") and f"{cc[0]}.{cc[1]}" in reason and "\n" not in reason
+
+
+def test_fp8_runs_from_8_9_and_on_cpu_not_on_mps(capability):
+    capability((8, 9))
+    assert fp8_unsupported(CUDA) is None
+    assert fp8_unsupported(torch.device("cpu")) is None
+    assert "mps" in fp8_unsupported(torch.device("mps"))
+    assert "fp8" not in formats_for(torch.device("mps"))
+
+
+SNAPSHOT = {"name": "Tesla T4", "driver": "470.57.02", "cuda_driver_api": "11.4"}
+
+
+def test_a_gpu_torch_cannot_use_is_reported(monkeypatch, capsys):
+    from accelbook import gpu
+    from accelbook.device import pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(gpu, "nvml_snapshot", lambda index=0: SNAPSHOT)
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    line = gpu.unusable_gpu()
+    assert "Tesla T4" in line and "470.57.02" in line and "too old" in line and "13.0" in line
+    monkeypatch.setattr(torch.version, "cuda", None)
+    assert "CPU-only build" in gpu.unusable_gpu()
+    pick_device("cpu")
+    assert "Warning: NVML sees Tesla T4" in capsys.readouterr().out
+    monkeypatch.setattr(gpu, "nvml_snapshot", lambda index=0: None)
+    assert gpu.unusable_gpu() is None
+
+
+@pytest.mark.parametrize("name", ["NVIDIA H100 PCIe", "NVIDIA H100 NVL", "NVIDIA A100-PCIE-40GB", "NVIDIA A100 80GB PCIe"])
+def test_pcie_and_nvl_boards_do_not_take_sxm_rows(name):
+    from accelbook.specs import match
+
+    assert match(name) is None
