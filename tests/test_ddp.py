@@ -19,8 +19,7 @@ SMALL = ["--limit", "640", "--global-batch", "64", "--epochs", "1", "--threads",
 
 def torchrun(*args: str, nproc: int = 2, timeout: float = 180) -> subprocess.CompletedProcess:
     """`torchrun --standalone --nproc_per_node=nproc -m accelbook.ddp args` (a free port each time)."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "accelbook.ddp", *args]
+    cmd = ddp.torchrun_command(nproc, *args)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 

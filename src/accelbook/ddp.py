@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .bench import synchronize
 from .cli import OneLineParser
 from .data import CorruptDatasetError, DatasetNotFoundError
 
@@ -198,12 +199,6 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, devic
     return counts[0].item() / counts[1].item()
 
 
-def _sync(device: torch.device) -> None:
-    """Wait for the device's queued work (no-op on CPU)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def time_steps(model, step, batches, k: int, synced: bool, device: torch.device) -> list[float]:
     """Seconds of `k` steps, each started together on all ranks; without all-reduce when not `synced`."""
     import torch.distributed as dist
@@ -212,11 +207,11 @@ def time_steps(model, step, batches, k: int, synced: bool, device: torch.device)
     for _ in range(k):
         images, labels = next(batches)
         dist.barrier()
-        _sync(device)
+        synchronize(device)
         start = time.perf_counter()
         with contextlib.nullcontext() if synced else model.no_sync():
             step(images, labels)
-        _sync(device)
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return times
 
@@ -231,33 +226,34 @@ def time_allreduce(numels: list[int], device: torch.device, repeats: int = 10) -
         times = []
         for i in range(repeats + 2):
             dist.barrier()
-            _sync(device)
+            synchronize(device)
             start = time.perf_counter()
             dist.all_reduce(x)
-            _sync(device)
+            synchronize(device)
             if i >= 2:
                 times.append(time.perf_counter() - start)
         rows.append({"bytes": 4 * n, "seconds": statistics.median(times)})
     return rows
 
 
-def gather_median(values: list[float]) -> list[float]:
-    """Every rank's median of `values`, gathered on all ranks (index = rank)."""
+def gather(value: float) -> list[float]:
+    """Every rank's `value`, gathered on all ranks (index = rank)."""
     import torch.distributed as dist
 
     out = [None] * dist.get_world_size()
-    dist.all_gather_object(out, statistics.median(values))
+    dist.all_gather_object(out, value)
     return out
 
 
-def gather_checksum(model: nn.Module) -> list[float]:
-    """Every rank's sum of all its weights (float64), gathered: equal when the replicas agree."""
-    import torch.distributed as dist
+def checksum(model: nn.Module) -> float:
+    """The sum of all of a replica's weights (float64): equal on every rank when the replicas agree."""
+    return sum(p.detach().double().sum().item() for p in model.parameters())
 
-    total = sum(p.detach().double().sum().item() for p in model.parameters())
-    out = [None] * dist.get_world_size()
-    dist.all_gather_object(out, total)
-    return out
+
+def torchrun_command(nproc: int, *args: str) -> list[str]:
+    """`torchrun --standalone --nproc_per_node=nproc -m accelbook.ddp args` with this Python (a free port each time)."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+            "-m", "accelbook.ddp", *args]
 
 
 def log(rank: int, *parts) -> None:
@@ -335,7 +331,7 @@ def run(args, rank: int, world: int, local_rank: int) -> dict:
               "lr": lr, "scale_rule": rule, "warmup": args.warmup, "batchnorm": args.batchnorm,
               "sync_bn": args.sync_bn, "steps": steps, "history": history,
               "parameters": sum(p.numel() for p in model.parameters()),
-              "replica_checksums": gather_checksum(model),
+              "replica_checksums": gather(checksum(model)),
               "running_mean": _first_running_mean(model)}
     if args.measure:
         result["measure"] = measure(model, step, loader, sampler, args.measure, device)
@@ -369,8 +365,8 @@ def measure(model, step, loader, sampler, k: int, device: torch.device) -> dict:
     sampler.set_epoch(10_000)
     batches = itertools.cycle(list(itertools.islice(iter(loader), k + 2)))
     time_steps(model, step, batches, 2, True, device)  # warm-up
-    synced = gather_median(time_steps(model, step, batches, k, True, device))
-    alone = gather_median(time_steps(model, step, batches, k, False, device))
+    synced = gather(statistics.median(time_steps(model, step, batches, k, True, device)))
+    alone = gather(statistics.median(time_steps(model, step, batches, k, False, device)))
     params = sum(p.numel() for p in model.parameters())
     sizes = sorted({2 ** e for e in range(8, 23, 2)} | {params})
     return {"synced_s": synced, "no_sync_s": alone, "gradient_bytes": 4 * params,

@@ -89,8 +89,12 @@ def default_path(kind: str, device: torch.device) -> Path:
 
     from .device import device_name
 
-    slug = re.sub(r"[^a-z0-9]+", "-", device_name(device).lower()).strip("-")[:40]
-    return Path("results") / f"{kind}-{slug}-{date.today().isoformat()}.json"
+    return Path("results") / f"{kind}-{slug(device_name(device))}-{date.today().isoformat()}.json"
+
+
+def slug(text: str) -> str:
+    """A file-name-safe lower-case form of `text` (at most 40 characters)."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40]
 
 
 def provenance_line(record: dict) -> str:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -27,6 +26,8 @@ from datetime import date
 from pathlib import Path
 
 from .cli import OneLineParser
+from .ddp import torchrun_command
+from .records import slug
 
 # Import name -> pip name of what the command needs beyond torch, torchvision and numpy.
 NEEDS = {"nbclient": "nbclient", "nbformat": "nbformat", "ipykernel": "ipykernel", "matplotlib": "matplotlib",
@@ -70,11 +71,6 @@ def chapters(folder: Path, wanted: list[str] | None) -> list[Path]:
     return picked
 
 
-def slug(text: str) -> str:
-    """A file-name-safe lower-case form of `text`."""
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40]
-
-
 def record_commands(kinds: list[str], device: str, cuda_count: int, quick: bool,
                     tag: str) -> list[tuple[str, list[str], Path]]:
     """(kind, argv, record path relative to the output folder) of each record-writing command on `device`.
@@ -94,10 +90,10 @@ def record_commands(kinds: list[str], device: str, cuda_count: int, quick: bool,
     if "ddp" in kinds:
         gpu = device.startswith("cuda")
         nproc = max(cuda_count, 1) if gpu else 2
-        commands.append(("ddp", [py, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-                                 "-m", "accelbook.ddp", "--device", "cuda" if gpu else "cpu",
-                                 "--epochs", "0" if quick else "1", "--measure", "3" if quick else "20",
-                                 *(["--limit", "2048"] if quick else []), "--out", str(out["ddp"])], out["ddp"]))
+        commands.append(("ddp", torchrun_command(nproc, "--device", "cuda" if gpu else "cpu",
+                                                 "--epochs", "0" if quick else "1", "--measure", "3" if quick else "20",
+                                                 *(["--limit", "2048"] if quick else []), "--out", str(out["ddp"])),
+                         out["ddp"]))
     return commands
 
 

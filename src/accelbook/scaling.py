@@ -8,6 +8,8 @@ then costs compute + all-reduce per step when, as for a model of one DDP bucket,
 
 from __future__ import annotations
 
+import statistics
+
 # Per-direction bandwidth of one device's link, in GB/s, with the source (book/references.bib) that prints it.
 LINKS = {
     "NVLink 4 (H100/H200 SXM)": {"gbs": 450.0, "source": "nvidia2023h100datasheet",
@@ -56,10 +58,7 @@ def fit_ring(rows: list[dict], n: int) -> tuple[float, float]:
     """
     if n < 2 or len(rows) < 2:
         raise ValueError("fitting a ring needs at least 2 ranks and 2 message sizes")
-    xs, ys = [r["bytes"] for r in rows], [r["seconds"] for r in rows]
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
-    a = my - b * mx
+    b, a = statistics.linear_regression([r["bytes"] for r in rows], [r["seconds"] for r in rows])
     if b <= 0:
         raise ValueError("all-reduce time does not grow with message size: measure larger messages")
     return max(a, 0.0) / (2 * (n - 1)), 2 * (n - 1) / n / b / 1e9
