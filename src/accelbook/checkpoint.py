@@ -1,7 +1,8 @@
-"""Checkpoints that survive interruption and never run code when loaded (chapter 4)."""
+"""Checkpoints that survive interruption, never run code when loaded (chapter 4), and can be verified (chapter 9)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -26,6 +27,31 @@ def save_checkpoint(state: dict, path: str | Path) -> None:
         raise
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Load with weights_only=True: tensors, numbers, strings and containers only; pickled code is refused."""
+class ChecksumError(ValueError):
+    """A file's SHA-256 differs from the one it was published with."""
+
+
+def sha256(path: str | Path) -> str:
+    """The SHA-256 of a file, as 64 hex digits (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify(path: str | Path, expected: str) -> Path:
+    """Return `path` if its SHA-256 is `expected`; ChecksumError (one line, both digests) if not."""
+    actual = sha256(path)
+    if actual != expected.strip().lower():
+        raise ChecksumError(f"{Path(path).name}: SHA-256 {actual[:16]}... does not match the published "
+                            f"{expected.strip()[:16]}...: the file is damaged or not the one published; do not load it")
+    return Path(path)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
+                    expected_sha256: str | None = None) -> dict:
+    """Load with weights_only=True (tensors, numbers, strings, containers; pickled code is refused), verified if asked."""
+    if expected_sha256 is not None:
+        verify(path, expected_sha256)
     return torch.load(path, map_location=map_location, weights_only=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Callable, Iterator
 
 import torch
@@ -61,6 +61,11 @@ class Recipe:
                 if getattr(self, f.name) != getattr(other, f.name)}
 
 
+# The article's corrected model trained fast (the ladder's "batch 256 + one-cycle" rung, fp32, default layout):
+# the trained model that the inference and robustness chapters start from.
+FAST = Recipe(loader="device", batch_size=256, schedule="onecycle", lr=1e-2, epochs=2.0)
+
+
 @dataclass
 class Result:
     """What one training run of a recipe measured."""
@@ -74,10 +79,11 @@ class Result:
     val_accuracy: float | None
     energy_j: float | None = None
     losses: list[float] = field(default_factory=list)
+    model: nn.Module | None = field(default=None, repr=False, compare=False)  # the trained model itself
 
     def as_dict(self) -> dict:
-        """A JSON-ready dict (the losses left out)."""
-        return {k: v for k, v in asdict(self).items() if k != "losses"}
+        """A JSON-ready dict (the losses and the model left out)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("losses", "model")}
 
 
 def unsupported(recipe: Recipe, device: torch.device) -> str | None:
@@ -273,7 +279,7 @@ def train_recipe(recipe: Recipe, device: torch.device, data: Data, seed: int = 0
         if recipe.train_images == "split" else None
     return Result(wall_s=wall, warmup_s=steady_start - start, steady_images_per_s=rate,
                   epoch_s=len(data.train_index(recipe)) / rate, steps=steps, test_accuracy=test,
-                  val_accuracy=val, energy_j=sampler.energy_j, losses=losses)
+                  val_accuracy=val, energy_j=sampler.energy_j, losses=losses, model=model)
 
 
 def first_losses(recipe: Recipe, device: torch.device, data: Data, steps: int = 5, seed: int = 0) -> list[float]:

@@ -23,7 +23,8 @@ RESULTS_ENV = "ACCELBOOK_RESULTS"
 SCHEMA = "accelbook.record/1"
 RESULTS_URL = "https://github.com/accelbook/accelbook/tree/main/results"
 COMMANDS = {"probe": "python -m accelbook.probe", "ladder": "python -m accelbook.ladder",  # what writes each kind
-            "ddp": "torchrun --standalone --nproc_per_node=<N> -m accelbook.ddp"}
+            "ddp": "torchrun --standalone --nproc_per_node=<N> -m accelbook.ddp",
+            "inference": "python -m accelbook.inference"}
 
 
 def _is_results(folder: Path) -> bool:

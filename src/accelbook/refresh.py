@@ -6,7 +6,7 @@
 
 Run it from the repository root, on the machine whose numbers the book should show (a GPU box). It
 writes everything into one folder (--out, default refresh-<device>-<date>) laid out like the repository:
-`results/` (the committed records, then the new ones with their provenance: probe, ladder, ddp) and
+`results/` (the committed records, then the new ones with their provenance: probe, ladder, ddp, inference) and
 `notebooks/` (each chapter executed top to bottom in the full profile, or the quick one, stopping with
 one clear message at the first failing cell). It prints a summary and packs the folder into
 <out>.tar.gz: copy that back and unpack it over the checkout (`tar -xzf <out>.tar.gz -C <checkout>`).
@@ -31,8 +31,9 @@ from .records import slug
 
 # Import name -> pip name of what the command needs beyond torch, torchvision and numpy.
 NEEDS = {"nbclient": "nbclient", "nbformat": "nbformat", "ipykernel": "ipykernel", "matplotlib": "matplotlib",
-         "tqdm": "tqdm", "yaml": "pyyaml"}
-RECORDS = ("probe", "ladder", "ddp")
+         "tqdm": "tqdm", "yaml": "pyyaml", "onnx": "onnx", "onnxscript": "onnxscript", "onnxruntime": "onnxruntime",
+         "safetensors": "safetensors"}
+RECORDS = ("probe", "ladder", "ddp", "inference")
 
 
 class RefreshError(RuntimeError):
@@ -87,6 +88,9 @@ def record_commands(kinds: list[str], device: str, cuda_count: int, quick: bool,
     if "ladder" in kinds:
         commands.append(("ladder", [py, "-m", "accelbook.ladder", "--device", device, "--no-progress", *q,
                                     "--out", str(out["ladder"])], out["ladder"]))
+    if "inference" in kinds:
+        commands.append(("inference", [py, "-m", "accelbook.inference", "--device", device, *q,
+                                       "--out", str(out["inference"])], out["inference"]))
     if "ddp" in kinds:
         gpu = device.startswith("cuda")
         nproc = max(cuda_count, 1) if gpu else 2

@@ -1,0 +1,100 @@
+"""Chapter 9's parts: augmentation per image, early stopping, attacks within their budget, calibration, checksums."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from accelbook import robust
+from accelbook.checkpoint import ChecksumError, load_checkpoint, save_checkpoint, sha256, verify
+from accelbook.data import STD, mnist_tensors, normalize
+from accelbook.models import ConvNet
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """The first 64 MNIST test images (uint8) and labels."""
+    images, labels = mnist_tensors(train=False)
+    return images[:64], labels[:64]
+
+
+def test_augmented_loader_draws_per_image_and_leaves_global_rng_alone(digits):
+    images, labels = digits
+    same = images[:1].repeat(8, 1, 1)
+    loader = robust.AugmentedLoader(same, labels[:8], 8, robust.augmentation("affine+crop"), seed=1)
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    (x, y), = list(loader)
+    assert torch.equal(torch.rand(3), expected_next)  # the loader did not consume the global generator
+    assert x.shape == (8, 1, 28, 28) and len({tuple(img.flatten().tolist()) for img in x}) == 8
+    (again, _), = list(robust.AugmentedLoader(same, labels[:8], 8, robust.augmentation("affine+crop"), seed=1))
+    assert torch.equal(x, again)  # reproducible from the seed
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        robust.augmentation("AdaptiveCrop")
+
+
+def test_early_stop_keeps_the_best_epoch():
+    acc = [0.50, 0.60, 0.55, 0.58, 0.59, 0.61, 0.40]
+    assert robust.early_stop(acc, patience=3) == (5, 2)  # epochs 3, 4, 5 bring nothing better than epoch 2
+    assert robust.early_stop(acc, patience=4) == (7, 6)  # epoch 6 beats epoch 2 in time; runs to the end
+    with pytest.raises(ValueError):
+        robust.early_stop(acc, patience=0)
+
+
+def test_attacks_stay_within_budget_and_raise_the_loss(digits):
+    images, labels = digits
+    torch.manual_seed(0)
+    model = ConvNet().eval()
+    x, eps = normalize(images), 0.1
+    clean = F.cross_entropy(model(x), labels).item()
+    for attack in (robust.fgsm, robust.pgd):
+        adv = attack(model, x, labels, eps)
+        pixels_moved = (adv - x).abs().max().item() * STD
+        assert pixels_moved <= eps + 1e-5
+        assert adv.min() >= robust.LOW - 1e-6 and adv.max() <= robust.HIGH + 1e-6
+        assert F.cross_entropy(model(adv), labels).item() > clean
+    assert torch.equal(robust.fgsm(model, x, labels, 0.0), x)
+
+
+def test_adversarial_batches_pair_clean_and_attacked(digits):
+    images, labels = digits
+    model = ConvNet()
+    batches = [(normalize(images[:16]), labels[:16])]
+    (x, y), = list(robust.AdversarialBatches(batches, model, 0.1))
+    assert x.shape[0] == 32 and torch.equal(y, torch.cat([labels[:16], labels[:16]]))
+    assert torch.equal(x[:16], batches[0][0]) and not torch.equal(x[16:], batches[0][0])
+
+
+def test_calibration_error_and_temperature():
+    torch.manual_seed(0)
+    # Labels drawn from softmax(z): probabilities softmax(z) are calibrated; logits 3z are overconfident.
+    z = torch.randn(20000, 10) * 2
+    labels = torch.multinomial(F.softmax(z, 1), 1).squeeze(1)
+    assert robust.ece(F.softmax(z, 1), labels) < 0.02
+    assert robust.ece(F.softmax(3 * z, 1), labels) > 0.05
+    assert robust.fit_temperature(3 * z, labels) == pytest.approx(3.0, rel=0.1)
+    # All confident and half right: ECE is the gap.
+    probs = F.one_hot(torch.zeros(100, dtype=torch.long), 10).float()
+    assert robust.ece(probs, torch.tensor([0, 1] * 50)) == pytest.approx(0.5)
+
+
+def test_one_hot_bce_matches_the_formula():
+    logits, labels = torch.randn(5, 10), torch.tensor([0, 3, 9, 3, 1])
+    target = F.one_hot(labels, 10).float()
+    manual = -(target * F.logsigmoid(logits) + (1 - target) * F.logsigmoid(-logits)).mean()
+    assert robust.OneHotBCE()(logits, labels).item() == pytest.approx(manual.item(), rel=1e-5)
+
+
+def test_checksum_verification(tmp_path):
+    path = tmp_path / "w.pt"
+    save_checkpoint({"w": torch.arange(4)}, path)
+    digest = sha256(path)
+    assert verify(path, digest.upper()) == path
+    assert torch.equal(load_checkpoint(path, expected_sha256=digest)["w"], torch.arange(4))
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(ChecksumError, match="does not match"):
+        load_checkpoint(path, expected_sha256=digest)
