@@ -97,6 +97,20 @@ def test_predictor_reads_real_digits(data, exported, tmp_path):
             assert probs.sum() == pytest.approx(1.0, abs=1e-5)
 
 
+def test_predictor_reads_transparent_and_jpeg_images(data, exported, tmp_path):
+    _, fp32, _ = exported
+    sess = predict.load_model(fp32)
+    array, label = data.test_images[3].numpy(), int(data.test_labels[3])
+    ink = Image.fromarray(array).resize((112, 112), Image.BILINEAR)
+    drawn = Image.new("RGBA", (112, 112), (0, 0, 0, 0))  # black strokes on a transparent canvas
+    drawn.putalpha(ink)
+    drawn.save(tmp_path / "transparent.png")
+    Image.fromarray(255 - array).convert("RGB").resize((140, 140)).save(tmp_path / "scan.jpg", quality=85)
+    for name in ("transparent.png", "scan.jpg"):
+        digit, probs = predict.predict(sess, tmp_path / name)
+        assert digit == label, (name, probs)
+
+
 def test_prepared_digit_is_mnist_like(data, tmp_path):
     array = data.test_images[0].numpy()
     prepared = predict.to_mnist(predict.load_gray(save_png(array, tmp_path / "d.png", invert=True)))

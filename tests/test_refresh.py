@@ -25,6 +25,13 @@ def test_requirements_say_what_to_bring():
     assert "nbclient" in done.stdout and "pip download --dest wheels" in done.stdout and "--no-deps" in done.stdout
 
 
+def test_every_record_kind_has_a_command_that_writes_it():
+    commands = refresh.record_commands(list(refresh.RECORDS), "cuda", 8, False, "gpu")
+    assert {kind for kind, _, _ in commands} == set(refresh.RECORDS)
+    for kind, argv, path in commands:
+        assert f"accelbook.{kind}" in argv and str(path) in argv and path.parts[0] == "results"
+
+
 def test_user_errors_are_one_line(tmp_path):
     cases = [(["--chapters", "42"], "no chapter named 42"), (["--records", "fast"], "unknown record kind fast"),
              (["--device", "tpu"], "unknown device")]
