@@ -31,7 +31,7 @@ def exported(data, tmp_path_factory):
     """The fast recipe trained one epoch on the subset, exported to ONNX and quantized to int8."""
     trained = train_recipe(replace(FAST, epochs=1.0), torch.device("cpu"), data)
     folder = tmp_path_factory.mktemp("onnx")
-    fp32 = inference.export_onnx(trained.model, folder / "model.onnx", normalize(data.test_images[:2]))
+    fp32 = inference.export_onnx(trained.model.eval(), folder / "model.onnx", normalize(data.test_images[:2]))
     int8 = inference.quantize_int8(fp32, folder / "model-int8.onnx", data.images[data.train_idx[:512]])
     return trained.model.eval(), fp32, int8
 

@@ -98,3 +98,17 @@ def test_checksum_verification(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(ChecksumError, match="does not match"):
         load_checkpoint(path, expected_sha256=digest)
+
+
+def test_train_tracked_keeps_what_early_stop_keeps(digits):
+    images, labels = digits
+    torch.manual_seed(0)
+    model = ConvNet()
+    loader = robust.AugmentedLoader(images[:32], labels[:32], 8, None, seed=0)
+    held_out = [(normalize(images[32:]), labels[32:])]
+    history, best = robust.train_tracked(model, loader, torch.optim.Adam(model.parameters(), lr=3e-3),
+                                         torch.nn.CrossEntropyLoss(), torch.device("cpu"), 8, held_out,
+                                         [(normalize(images[:32]), labels[:32])], patience=2)
+    val = [r["val_accuracy"] for r in history]
+    assert (best["stopped_at"], best["epoch"]) == robust.early_stop(val, patience=2)
+    assert best["val_accuracy"] == val[best["epoch"] - 1] and all("train_accuracy" in r for r in history)

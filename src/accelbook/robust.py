@@ -87,16 +87,18 @@ def train_tracked(model: nn.Module, batches, optimizer: torch.optim.Optimizer, l
     accuracy that early stopping keeps, and `stopped_at`, the epoch where it would have stopped (`early_stop`).
     """
     best = {"val_accuracy": -math.inf, "epoch": 0, "state": None, "stopped_at": None}
+    val_accuracy = []
 
     def after_epoch(record: dict) -> None:
         record["train_accuracy"] = evaluate(model, train_eval_batches, device)["accuracy"]
+        val_accuracy.append(record["val_accuracy"])
         if best["stopped_at"] is not None:
             return
-        if record["val_accuracy"] > best["val_accuracy"]:
-            best.update(val_accuracy=record["val_accuracy"], epoch=record["epoch"],
-                        state=copy.deepcopy(model.state_dict()))
-        elif record["epoch"] - best["epoch"] >= patience:
-            best["stopped_at"] = record["epoch"]
+        stop, kept = early_stop(val_accuracy, patience)  # the one statement of the rule
+        if kept == record["epoch"]:
+            best.update(val_accuracy=record["val_accuracy"], epoch=kept, state=copy.deepcopy(model.state_dict()))
+        elif stop == record["epoch"] and stop - kept >= patience:
+            best["stopped_at"] = stop
 
     history = fit(model, batches, optimizer, loss_fn, device, epochs, val_batches, progress, after_epoch)
     best["stopped_at"] = best["stopped_at"] or epochs
