@@ -4,8 +4,9 @@ The built site is served on 127.0.0.1 and every page of _toc.yml is opened with 
 address reachable: a request to any other host fails the test, as do failed requests, HTTP errors,
 console errors and uncaught exceptions. On each page: math is typeset, images are loaded, saved
 widgets are rendered, every link into the site resolves (file and #anchor), every Chinese (Han)
-character shown is drawn with the site's own Noto Sans SC (Chromium's account of the fonts it used,
-glyph for glyph: a machine without CJK fonts would otherwise draw empty boxes), the previous/next
+character shown is drawn with the site's own Noto Sans SC, judged on the page as loaded and settled,
+without changing it (document.fonts.check per weight, and Chromium's account of the fonts that drew
+each element's text: a machine without CJK fonts would otherwise draw empty boxes), the previous/next
 links follow _toc.yml, the download button returns the page's source and, on chapters, the Colab
 launch button points at the chapter. Search finds pages. On the article page, the font's woff2
 subsets are fetched from the site itself and load, and its Chinese quotes name the font.
@@ -214,69 +215,84 @@ def broken_internal_links(hrefs: list[str], site_url: str, site: Path) -> list[s
     return broken
 
 
-def han_runs_in_other_fonts(v: Visit) -> tuple[int, list[str]]:
-    """Which fonts drew the page's Chinese, as Chromium itself reports it (DevTools protocol,
-    CSS.getPlatformFontsForNode): each visible run of Han characters is wrapped in a span of its own
-    (which changes no font) and must be drawn entirely by the web font Noto Sans SC, one glyph a
-    character. (Chromium names a font by its file's own name table, which for @fontsource's subsets
-    reads "Noto Sans SC Thin" at every weight; a web font of that name can only be the site's.)
+# The visible elements whose own text (their text-node children) holds Han characters: read-only.
+HAN_ELEMENTS_JS = """han => {
+    const one = new RegExp(han, "g"), found = [];
+    for (const el of document.body.querySelectorAll("*")) {
+        if (el.closest("script, style, template") || !el.checkVisibility()) continue;
+        let text = "";
+        for (const c of el.childNodes) if (c.nodeType === Node.TEXT_NODE) text += c.data;
+        const chars = text.match(one);
+        if (chars) found.push(el);
+    }
+    return found;
+}"""
+# For one element (`this`): its own Han characters and the weight and style it asks the font for.
+HAN_OF_ELEMENT_JS = """function (han) {
+    let text = "";
+    for (const c of this.childNodes) if (c.nodeType === Node.TEXT_NODE) text += c.data;
+    const style = getComputedStyle(this);
+    return {han: (text.match(new RegExp(han, "g")) || []).join(""), text: text.trim().slice(0, 60),
+            weight: style.fontWeight, style: style.fontStyle, tag: this.tagName.toLowerCase()};
+}"""
+
+
+def settle(v: Visit) -> None:
+    """Wait as a reader does: network idle, `document.fonts.ready`, then a moment for layout."""
+    v.page.wait_for_load_state("networkidle")
+    v.page.evaluate("() => document.fonts.ready.then(() => null)")
+    v.page.wait_for_timeout(1000)
+
+
+def han_drawn_in_other_fonts(v: Visit) -> tuple[int, list[str]]:
+    """Whether the page's Chinese, as loaded and laid out, is drawn with the site's Noto Sans SC, judged
+    without changing the page (no node added, moved or restyled):
+    - for each weight and style that Chinese text asks for, the faces of Noto Sans SC holding its
+      characters are loaded (`document.fonts.check`), and no face failed;
+    - each visible element's own Han characters were drawn by Noto Sans SC, as Chromium reports the
+      fonts of the element's laid-out text (DevTools protocol, CSS.getPlatformFontsForNode): at least as
+      many glyphs from the web font as the element has Han characters. (Chromium names a font by its
+      file's own name table, which for @fontsource's subsets reads "Noto Sans SC Thin" at every weight;
+      a web font of that name can only be the site's.)
     Returns the number of Han characters checked and the problems found."""
-    page = v.page
-    runs = page.evaluate("""async han => {
-        await document.fonts.ready;
-        const run = new RegExp(han + "+", "g"), texts = [];
-        const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
-        for (let n = walker.nextNode(); n; n = walker.nextNode()) {
-            const parent = n.parentElement;
-            if (parent && !parent.closest("script, style, template, [data-han-run]")
-                    && parent.checkVisibility() && new RegExp(han).test(n.data)) texts.push(n);
-        }
-        const found = [];
-        for (const node of texts) {
-            const parts = document.createDocumentFragment();
-            let last = 0;
-            for (const m of node.data.matchAll(run)) {
-                parts.append(node.data.slice(last, m.index));
-                const span = document.createElement("span");
-                span.dataset.hanRun = found.length;
-                span.textContent = m[0];
-                parts.append(span);
-                found.push(m[0]);
-                last = m.index + m[0].length;
-            }
-            parts.append(node.data.slice(last));
-            node.replaceWith(parts);
-        }
-        await document.fonts.ready;
-        return found;
-    }""", HAN)
-    if not runs:
-        return 0, []
-    cdp = v.context.new_cdp_session(page)
+    settle(v)
+    cdp = v.context.new_cdp_session(v.page)
     try:
         cdp.send("DOM.enable")
         cdp.send("CSS.enable")
-        root = cdp.send("DOM.getDocument", {"depth": 0})["root"]["nodeId"]
-        nodes = cdp.send("DOM.querySelectorAll", {"nodeId": root, "selector": "[data-han-run]"})["nodeIds"]
-        wrong: dict[str, list[str]] = {}
-        for node in nodes:
-            attrs = cdp.send("DOM.getAttributes", {"nodeId": node})["attributes"]
-            text = runs[int(dict(zip(attrs[::2], attrs[1::2]))["data-han-run"])]
+        cdp.send("DOM.getDocument", {"depth": 0})
+        found = cdp.send("Runtime.evaluate", {"expression": f"({HAN_ELEMENTS_JS})({json.dumps(HAN)})"})
+        handles = cdp.send("Runtime.getProperties", {"objectId": found["result"]["objectId"],
+                                                     "ownProperties": True})["result"]
+        elements = [h["value"]["objectId"] for h in handles if h["name"].isdigit()]
+        checked, wrong, by_weight = 0, {}, {}
+        for element in elements:
+            own = cdp.send("Runtime.callFunctionOn", {
+                "objectId": element, "functionDeclaration": HAN_OF_ELEMENT_JS,
+                "arguments": [{"value": HAN}], "returnByValue": True})["result"]["value"]
+            node = cdp.send("DOM.requestNode", {"objectId": element})["nodeId"]
             fonts = cdp.send("CSS.getPlatformFontsForNode", {"nodeId": node})["fonts"]
-            drawn = [(f["familyName"], f["isCustomFont"], f["glyphCount"]) for f in fonts]
-            if not (drawn and all(web and name.startswith(CJK_FONT) for name, web, _ in drawn)
-                    and sum(n for *_, n in drawn) == len(text)):
-                used = " + ".join(sorted({f"{name} ({'web' if web else 'system'} font)"
-                                          for name, web, _ in drawn}))
-                wrong.setdefault(used or "no font", []).append(text)
+            checked += len(own["han"])
+            key = f"{own['style']} {own['weight']}"
+            by_weight[key] = by_weight.get(key, "") + own["han"]
+            web = sum(f["glyphCount"] for f in fonts if f["isCustomFont"] and f["familyName"].startswith(CJK_FONT))
+            if web < len(own["han"]):
+                used = " + ".join(sorted({f"{f['familyName']} ({'web' if f['isCustomFont'] else 'system'} font)"
+                                          for f in fonts})) or "no font"
+                wrong.setdefault(used, []).append(f"<{own['tag']}> {own['weight']} {own['text']!r}")
     finally:
         cdp.detach()
-    if len(nodes) != len(runs):
-        return sum(map(len, runs)), [f"Chinese: {len(nodes)} of {len(runs)} Han runs found again in the DOM"]
-    problems = [f"Chinese drawn with {used}, not the web font {CJK_FONT} glyph for glyph: "
-                f"{len(texts)} runs ({sum(map(len, texts))} characters), e.g. {'、'.join(texts[:3])}"
-                for used, texts in wrong.items()]
-    return sum(map(len, runs)), problems
+    state = v.page.evaluate("""([family, groups]) => ({
+        failed: [...document.fonts].filter(f => f.family.replace(/["']/g, "") === family && f.status === "error").length,
+        unready: Object.entries(groups).filter(([w, chars]) => !document.fonts.check(`${w} 16px "${family}"`, chars))
+                       .map(([w]) => w),
+    })""", [CJK_FONT, by_weight])
+    problems = [f"Chinese drawn with {used}, not the web font {CJK_FONT}: {len(where)} elements, e.g. "
+                + "; ".join(where[:3]) for used, where in wrong.items()]
+    problems += [f"{CJK_FONT}: document.fonts.check is false for the Chinese at {w}" for w in state["unready"]]
+    if state["failed"]:
+        problems.append(f"{CJK_FONT}: {state['failed']} font faces failed to load")
+    return checked, problems
 
 
 def page_checks(v: Visit, docname: str, site: Path) -> list[str]:
@@ -323,8 +339,8 @@ def page_checks(v: Visit, docname: str, site: Path) -> list[str]:
     hrefs = page.eval_on_selector_all("a[href]", "els => els.map(a => a.href)")
     problems += broken_internal_links(hrefs, v.site_url, site)
 
-    # Chinese: every Han character shown is drawn with the site's own font (last, as it adds spans).
-    problems += han_runs_in_other_fonts(v)[1]
+    # Chinese: every Han character shown is drawn with the site's own font, on the page as loaded.
+    problems += han_drawn_in_other_fonts(v)[1]
     return problems
 
 
@@ -455,7 +471,7 @@ def test_article_chinese_in_self_hosted_font(visit, built_site):
     problems += [f"{r.url}: HTTP {r.status}, {r.request.resource_type}" for r in fetched
                  if not (r.ok and r.request.resource_type == "font" and r.url.endswith(".woff2"))]
 
-    checked, drawn = han_runs_in_other_fonts(v)
+    checked, drawn = han_drawn_in_other_fonts(v)
     if checked < 100:
         problems.append(f"only {checked} Han characters found on the article page")
     fail_on(problems + drawn + v.problems, "the article's Chinese")
