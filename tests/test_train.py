@@ -3,6 +3,8 @@
 import pytest
 import torch
 from torch import nn
+from torch.utils import _pytree as pytree
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from accelbook.data import mnist_tensors
 from accelbook.loaders import DeviceLoader
@@ -90,7 +92,7 @@ def test_weight_average_is_the_exponential_moving_average_of_the_steps():
     expected = steps[0]  # the first update copies the weights, then each step moves the average by (1 - decay)
     for w in steps[1:]:
         expected = decay * expected + (1 - decay) * w
-    assert len(steps) == 5 and int(average.n_averaged) == 5
+    assert len(steps) == 5 and average.updates == 5
     torch.testing.assert_close(average.module.fc.weight, expected, rtol=1e-5, atol=1e-7)
 
 
@@ -98,3 +100,47 @@ def test_weight_average_is_the_exponential_moving_average_of_the_steps():
 def test_weight_average_refuses_a_decay_outside_0_1(decay):
     with pytest.raises(ValueError, match="decay"):
         weight_average(ConvNet(), decay)
+
+
+class _OpLog(TorchDispatchMode):
+    """Records every aten operation run inside the block, with the devices of its tensor arguments."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        tensors = [a for a in pytree.tree_leaves((args, kwargs or {})) if isinstance(a, torch.Tensor)]
+        self.ops.append((str(func), {str(t.device) for t in tensors}))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("batchnorm", [False, True])
+def test_weight_average_update_stays_on_the_models_device(batchnorm):
+    # The model lives on the meta device, a stand-in for a GPU that a CPU can run: any host tensor in an
+    # update (a CPU-side step counter copied over each step) or a read back to the host
+    # (_local_scalar_dense: .item(), bool(), `if tensor`) would make every training step wait for the GPU.
+    model = ConvNet(batchnorm=batchnorm).to("meta")
+    average = weight_average(model)
+    with _OpLog() as log:
+        for _ in range(3):
+            average.update_parameters(model)
+    assert log.ops, "the update ran no tensor operation"
+    assert not [op for op, _ in log.ops if "_local_scalar_dense" in op], "the update reads a value back to the host"
+    assert {d for _, devices in log.ops for d in devices} == {"meta"}, log.ops
+    assert all(t.device.type == "meta" for t in average.state_dict().values() if isinstance(t, torch.Tensor))
+
+
+def test_weight_average_resumes_from_its_state_dict():
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    average = weight_average(model, decay=0.5)
+    average.update_parameters(model)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    restored = weight_average(nn.Linear(3, 2), decay=0.5)
+    restored.load_state_dict(average.state_dict())
+    for avg in (average, restored):
+        avg.update_parameters(model)  # a second update averages (a fresh average would copy instead)
+    torch.testing.assert_close(restored.module.weight, average.module.weight, rtol=0, atol=0)
+    torch.testing.assert_close(restored.module.weight, model.weight - 0.5, rtol=0, atol=1e-6)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from typing import Callable, Iterable
 
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 
 def _progress(iterable, enabled: bool, **kwargs):
@@ -21,16 +21,58 @@ def _progress(iterable, enabled: bool, **kwargs):
     return tqdm(iterable, **kwargs)
 
 
-def weight_average(model: nn.Module, decay: float = 0.999) -> AveragedModel:
+class WeightAverage(nn.Module):
+    """An exponential moving average of a model's weights and buffers, kept on the model's device.
+
+    The update PyTorch's `AveragedModel` makes with `get_ema_multi_avg_fn`, without its step counter: that
+    counter lives on the host and is copied to the device (a blocking copy) on every update, so each
+    training step would wait for the GPU. Here the count is a Python int and the update is one
+    `torch._foreach_lerp_` over the floating-point tensors: nothing is copied to or read from the host.
+    """
+
+    def __init__(self, model: nn.Module, decay: float = 0.999):
+        super().__init__()
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"decay must be between 0 and 1, got {decay}")
+        self.module = copy.deepcopy(model).requires_grad_(False)
+        self.decay = decay
+        self.updates = 0  # a host-side int: reading or increasing it never touches the device
+
+    def forward(self, *args, **kwargs):
+        """The averaged model's forward pass."""
+        return self.module(*args, **kwargs)
+
+    @torch.no_grad()
+    def update_parameters(self, model: nn.Module) -> None:
+        """Move the average towards `model`'s current weights and buffers (the first update copies them)."""
+        mine = [*self.module.parameters(), *self.module.buffers()]
+        theirs = [t.detach() for t in (*model.parameters(), *model.buffers())]
+        floats = [i for i, t in enumerate(mine) if t.is_floating_point()]
+        if self.updates == 0:
+            torch._foreach_copy_(mine, theirs)
+        else:
+            torch._foreach_lerp_([mine[i] for i in floats], [theirs[i] for i in floats], 1.0 - self.decay)
+            for i in set(range(len(mine))) - set(floats):  # counters such as BatchNorm's num_batches_tracked
+                mine[i].copy_(theirs[i])
+        self.updates += 1
+
+    def get_extra_state(self) -> dict:
+        """The update count travels in `state_dict()`, so a resumed average keeps averaging."""
+        return {"updates": self.updates}
+
+    def set_extra_state(self, state: dict) -> None:
+        """Restore the update count saved by `get_extra_state`."""
+        self.updates = int(state["updates"])
+
+
+def weight_average(model: nn.Module, decay: float = 0.999) -> WeightAverage:
     """An exponential moving average of `model`'s weights (and buffers), for `fit(average=...)` to update."""
-    if not 0.0 < decay < 1.0:
-        raise ValueError(f"decay must be between 0 and 1, got {decay}")
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    return WeightAverage(model, decay)
 
 
 def train_one_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.Optimizer,
                     loss_fn: nn.Module, device: torch.device, progress: bool = False,
-                    average: AveragedModel | None = None) -> float:
+                    average: WeightAverage | None = None) -> float:
     """One pass over `batches` of (images, labels), updating `average` after each step; returns the mean loss."""
     model.train()
     total, count = torch.zeros((), device=device), 0
@@ -69,7 +111,7 @@ def evaluate(model: nn.Module, batches: Iterable, device: torch.device,
 
 def fit(model: nn.Module, train_batches: Iterable, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
         device: torch.device, epochs: int, val_batches: Iterable | None = None, progress: bool = False,
-        on_epoch_end: Callable[[dict], None] | None = None, average: AveragedModel | None = None) -> list[dict]:
+        on_epoch_end: Callable[[dict], None] | None = None, average: WeightAverage | None = None) -> list[dict]:
     """Train for `epochs`, validating after each (`average` too, as avg_val_*); one record per epoch."""
     history = []
     bar = _progress(range(1, epochs + 1), progress, desc="epochs", unit="epoch")
