@@ -1,5 +1,10 @@
 """Timing helpers and probes: warm-up, correctness checks, agreement with torch.utils.benchmark."""
 
+import subprocess
+import sys
+from contextlib import contextmanager
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -35,12 +40,116 @@ def test_flop_and_intensity_formulas():
     assert matmul_intensity(1024, 4) == pytest.approx(2 * 1024 / 12)
 
 
+NEW_TF32_API = hasattr(torch.backends.cuda.matmul, "fp32_precision")
+
+
+@pytest.mark.skipif(not NEW_TF32_API, reason="this torch has only the allow_tf32 flags")
 def test_tf32_switch_sets_cublas_and_cudnn_alike_and_is_restored():
-    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    for enabled in (True, False):
+    mm, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
+    before = (mm.fp32_precision, conv.fp32_precision)
+    for enabled, want in ((True, "tf32"), (False, "ieee")):
         with tf32_mode(enabled):
-            assert torch.backends.cuda.matmul.allow_tf32 is enabled and torch.backends.cudnn.allow_tf32 is enabled
-        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+            assert (mm.fp32_precision, conv.fp32_precision) == (want, want)
+        assert (mm.fp32_precision, conv.fp32_precision) == before
+
+
+# The settings PyTorch's documentation now recommends; once one is used, reading the legacy allow_tf32 flags
+# raises RuntimeError ("mix of the legacy and new APIs"). Each runs in a fresh interpreter: they are global.
+FP32_PRECISION_SETTINGS = ["torch.backends.fp32_precision = 'tf32'",
+                           "torch.backends.cudnn.conv.fp32_precision = 'ieee'",
+                           "torch.backends.cuda.matmul.fp32_precision = 'tf32'"]
+
+
+@pytest.mark.skipif(not NEW_TF32_API, reason="this torch has only the allow_tf32 flags")
+@pytest.mark.parametrize("setting", FP32_PRECISION_SETTINGS)
+def test_tf32_mode_works_after_the_fp32_precision_settings(setting):
+    script = f"""
+import torch
+from accelbook.bench import tf32_mode
+{setting}
+mm, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
+before = (mm.fp32_precision, conv.fp32_precision)
+for enabled, want in ((True, "tf32"), (False, "ieee")):
+    with tf32_mode(enabled):
+        assert (mm.fp32_precision, conv.fp32_precision) == (want, want), (mm.fp32_precision, conv.fp32_precision)
+    assert (mm.fp32_precision, conv.fp32_precision) == before
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-1500:]
+
+
+def test_tf32_switch_uses_the_legacy_flags_on_an_older_torch():
+    old = SimpleNamespace(cuda=SimpleNamespace(matmul=SimpleNamespace(allow_tf32=False)),
+                          cudnn=SimpleNamespace(allow_tf32=True))  # a torch before fp32_precision
+    with tf32_mode(True, backends=old):
+        assert old.cuda.matmul.allow_tf32 is True and old.cudnn.allow_tf32 is True
+    assert old.cuda.matmul.allow_tf32 is False and old.cudnn.allow_tf32 is True
+    with tf32_mode(False, backends=old):
+        assert old.cuda.matmul.allow_tf32 is False and old.cudnn.allow_tf32 is False
+
+
+class _FakeCuda:
+    """Just enough of torch.cuda to see on which device CUDA events are recorded."""
+
+    def __init__(self):
+        self.current, self.recorded = 0, []
+        fake = self
+
+        class Event:
+            def __init__(self, enable_timing=False):
+                pass
+
+            def record(self, stream=None):
+                fake.recorded.append(fake.current if stream is None else stream.device.index)
+
+            def synchronize(self):
+                pass
+
+            def elapsed_time(self, end):
+                return 2.0
+
+        self.Event = Event
+
+    @contextmanager
+    def device(self, device):
+        before, self.current = self.current, torch.device(device).index
+        try:
+            yield
+        finally:
+            self.current = before
+
+
+def test_events_are_recorded_on_the_timed_device_not_the_current_one(monkeypatch):
+    fake = _FakeCuda()
+    monkeypatch.setattr(torch.cuda, "Event", fake.Event)
+    monkeypatch.setattr(torch.cuda, "device", fake.device)
+    seconds = bench._block_seconds(lambda: None, torch.device("cuda:1"), 4)
+    assert seconds == pytest.approx(2e-3)
+    assert fake.recorded == [1, 1], "events on the current device (0) time only the launches of work on cuda:1"
+    assert fake.current == 0
+
+
+class _NoFloat64(torch.Tensor):
+    """A tensor that refuses float64 as an MPS tensor does; .cpu() gives back an ordinary CPU tensor."""
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.Tensor.cpu:
+            return args[0].as_subclass(torch.Tensor).clone()
+        wants64 = torch.float64 in (*args[1:], *kwargs.values())
+        if func is torch.Tensor.double or (func is torch.Tensor.to and wants64):
+            raise TypeError("Cannot convert a MPS Tensor to float64 dtype as the MPS framework doesn't support float64")
+        return super().__torch_function__(func, types, args, kwargs)
+
+
+def test_relative_error_computes_its_float64_reference_on_the_cpu():
+    a, b = torch.randn(8, 8), torch.randn(8, 8)
+    out = (a @ b).as_subclass(_NoFloat64)
+    err = bench.relative_error(out, a.as_subclass(_NoFloat64), b.as_subclass(_NoFloat64))
+    assert err < 1e-6
+    assert bench.relative_error(out + 1, a, b) > 1e-3
 
 
 @pytest.mark.parametrize("fmt", ["fp32", "bf16", "fp16", "fp8"])

@@ -60,12 +60,13 @@ def time_op(fn: Callable[[], object], device: torch.device | str, warmup: int = 
 def _block_seconds(fn: Callable[[], object], device: torch.device, number: int) -> float:
     """Seconds for `number` back-to-back calls of `fn`, from a synchronised start to a synchronised end."""
     if device.type == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(number):
-            fn()
-        end.record()
-        end.synchronize()
+        with torch.cuda.device(device):  # events record on the current device's stream: make it `device`'s
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(number):
+                fn()
+            end.record()
+            end.synchronize()
         return start.elapsed_time(end) / 1e3
     synchronize(device)
     start = time.perf_counter()
@@ -85,19 +86,34 @@ def time_unsynchronized(fn: Callable[[], object], repeats: int = 10) -> Measurem
     return Measurement(times)
 
 
+def _tf32_switches(backends) -> tuple[list[tuple[object, str]], tuple[object, object]]:
+    """The (object, attribute) pairs that allow TF32 for float32 matmuls and convolutions, and their on/off values.
+
+    Where this torch has the `fp32_precision` settings (2.9 and later) they are the ones to use: once
+    anything in the process has set one, reading the legacy `allow_tf32` flags raises RuntimeError.
+    """
+    conv = getattr(backends.cudnn, "conv", None)
+    if hasattr(backends.cuda.matmul, "fp32_precision") and hasattr(conv, "fp32_precision"):
+        return [(backends.cuda.matmul, "fp32_precision"), (conv, "fp32_precision")], ("tf32", "ieee")
+    return [(backends.cuda.matmul, "allow_tf32"), (backends.cudnn, "allow_tf32")], (True, False)
+
+
 @contextmanager
-def tf32_mode(enabled: bool) -> Iterator[None]:
+def tf32_mode(enabled: bool, backends=torch.backends) -> Iterator[None]:
     """Allow (or forbid) TF32 tensor cores for float32 matmuls (cuBLAS) and convolutions (cuDNN), then restore.
 
     The defaults differ (convolutions may use TF32 on Ampere and newer, matmuls may not), so every
     float32 measurement sets both explicitly and says which mode it ran in.
     """
-    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
+    switches, (on, off) = _tf32_switches(backends)
+    before = [getattr(obj, name) for obj, name in switches]
+    for obj, name in switches:
+        setattr(obj, name, on if enabled else off)
     try:
         yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+        for (obj, name), value in zip(switches, before):
+            setattr(obj, name, value)
 
 
 def matmul_flops(m: int, n: int, k: int) -> int:
@@ -127,9 +143,12 @@ def _matmul_call(a: torch.Tensor, b: torch.Tensor, fmt: str) -> Callable[[], tor
 
 
 def relative_error(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, rows: int = 4) -> float:
-    """Relative Frobenius error of the first `rows` rows of `out` against a float64 a @ b."""
-    ref = a[:rows].double() @ b.double()
-    return ((out[:rows].double() - ref).norm() / ref.norm()).item()
+    """Relative Frobenius error of the first `rows` rows of `out` against a float64 a @ b, computed on the CPU.
+
+    On the CPU because some devices have no float64 (MPS refuses it); `rows` keeps the copy small.
+    """
+    ref = a[:rows].cpu().double() @ b.cpu().double()
+    return ((out[:rows].cpu().double() - ref).norm() / ref.norm()).item()
 
 
 # Largest relative error accepted before a format is timed (fp8's 3 mantissa bits give ~5 %).
