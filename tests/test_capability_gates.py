@@ -1,11 +1,13 @@
 """Device-capability gates, with faked CUDA capabilities: what a T4 (7.5), an A100 (8.0), an L4 (8.9) and an
 H100 (9.0) would measure, what Apple's MPS would, and that each unsupported case says why in one line."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
 from accelbook.formats import bf16_supported, fp8_unsupported
-from accelbook.probe import formats_for
+from accelbook.probe import formats_for, roof_formats
 
 CUDA = torch.device("cuda")
 
@@ -29,6 +31,25 @@ def test_probe_formats_follow_the_capability(capability, cc, formats):
     capability(cc)
     assert formats_for(CUDA) == formats
     assert bf16_supported(CUDA) is ("bf16" in formats)
+
+
+@pytest.mark.parametrize("cc, formats", [
+    ((7, 5), ["fp32", "fp16"]),                          # T4: its tensor-core format gets a roof
+    ((8, 0), ["fp32", "tf32", "bf16", "fp16"]),          # A100
+    ((9, 0), ["fp32", "tf32", "bf16", "fp16", "fp8"]),   # H100, H200
+])
+def test_roofline_roofs_include_every_tensor_core_format(capability, cc, formats):
+    capability(cc)
+    assert roof_formats(CUDA) == formats
+
+
+def test_cpu_roofs_leave_out_emulated_formats(monkeypatch):
+    from accelbook import formats
+
+    monkeypatch.setattr(formats, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    assert roof_formats(torch.device("cpu")) == ["fp32", "bf16"]
+    monkeypatch.setattr(formats, "cpu_flags", lambda: {"avx2"})
+    assert roof_formats(torch.device("cpu")) == ["fp32"]
 
 
 @pytest.mark.parametrize("cc", [(7, 5), (8, 0), (8, 6)])
@@ -71,3 +92,54 @@ def test_pcie_and_nvl_boards_do_not_take_sxm_rows(name):
     from accelbook.specs import match
 
     assert match(name) is None
+
+
+def _fake_nvml(utilisation_error):
+    """A pynvml stand-in for one GPU whose utilisation query raises `utilisation_error` (as on MIG, some vGPUs)."""
+    import pynvml
+
+    def unsupported(*args):
+        raise utilisation_error
+
+    return SimpleNamespace(
+        NVMLError=pynvml.NVMLError, NVML_CLOCK_SM=1, NVML_CLOCK_MEM=2, NVML_TEMPERATURE_GPU=0,
+        nvmlDeviceGetCount=lambda: 1, nvmlDeviceGetHandleByIndex=lambda i: "handle",
+        nvmlDeviceGetName=lambda h: "NVIDIA A100-SXM4-80GB MIG 3g.40gb", nvmlSystemGetDriverVersion=lambda: "580.65.06",
+        nvmlSystemGetCudaDriverVersion=lambda: 13000, nvmlDeviceGetUtilizationRates=unsupported,
+        nvmlDeviceGetMemoryInfo=lambda h: SimpleNamespace(used=2**30, total=40 * 2**30),
+        nvmlDeviceGetPowerUsage=unsupported, nvmlDeviceGetEnforcedPowerLimit=unsupported,
+        nvmlDeviceGetClockInfo=lambda h, c: 1410, nvmlDeviceGetMaxClockInfo=lambda h, c: 1410,
+        nvmlDeviceGetTemperature=lambda h, t: 40)
+
+
+def test_nvml_report_survives_an_unsupported_utilisation_query(monkeypatch, capsys):
+    import pynvml
+
+    from accelbook import gpu
+
+    not_supported = pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+    assert type(not_supported).__name__ == "NVMLError_NotSupported"
+    monkeypatch.setattr(gpu, "_nvml", lambda: _fake_nvml(not_supported))
+    snap = gpu.nvml_snapshot(0)
+    assert snap["gpu_util_pct"] is None and snap["memory_util_pct"] is None and snap["power_w"] is None
+    assert snap["memory_total_gib"] == 40 and snap["name"].endswith("MIG 3g.40gb")
+    gpu.describe(0)
+    out = capsys.readouterr().out
+    assert "gpu_util_pct: not reported" in out and "memory_total_gib: 40" in out
+
+
+@pytest.mark.parametrize("name", ["NVIDIA A100-SXM4-80GB MIG 3g.40gb", "NVIDIA A100-SXM4-40GB MIG 7g.40gb",
+                                  "NVIDIA H100 80GB HBM3 MIG 1g.10gb", "NVIDIA H200 MIG 2g.35gb"])
+def test_a_mig_slice_matches_no_row_and_says_why(name):
+    from accelbook.specs import match, no_row_reason
+
+    assert match(name) is None
+    assert "MIG" in no_row_reason(name) and "share" in no_row_reason(name)
+
+
+def test_every_unmatched_name_has_a_reason():
+    from accelbook.specs import no_row_reason
+
+    assert no_row_reason("NVIDIA H200") is None
+    assert "PCIe" in no_row_reason("NVIDIA H100 PCIe") and "SXM" in no_row_reason("NVIDIA H100 NVL")
+    assert "not in the book's datasheet table" in no_row_reason("NVIDIA GeForce RTX 3060")

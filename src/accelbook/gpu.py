@@ -32,15 +32,15 @@ def nvml_snapshot(index: int = 0) -> dict | None:
     if nv is None or nv.nvmlDeviceGetCount() <= index:
         return None
     h = nv.nvmlDeviceGetHandleByIndex(index)
-    util, mem = nv.nvmlDeviceGetUtilizationRates(h), nv.nvmlDeviceGetMemoryInfo(h)
+    util, mem = _optional(lambda: nv.nvmlDeviceGetUtilizationRates(h)), _optional(lambda: nv.nvmlDeviceGetMemoryInfo(h))
     return {
         "name": _text(nv.nvmlDeviceGetName(h)),
         "driver": _text(nv.nvmlSystemGetDriverVersion()),
         "cuda_driver_api": _cuda_version(nv.nvmlSystemGetCudaDriverVersion()),
-        "gpu_util_pct": util.gpu,
-        "memory_util_pct": util.memory,
-        "memory_used_gib": round(mem.used / 2**30, 2),
-        "memory_total_gib": round(mem.total / 2**30, 2),
+        "gpu_util_pct": util and util.gpu,  # None where NVML does not support it (MIG, some vGPUs)
+        "memory_util_pct": util and util.memory,
+        "memory_used_gib": mem and round(mem.used / 2**30, 2),
+        "memory_total_gib": mem and round(mem.total / 2**30, 2),
         "power_w": _optional(lambda: nv.nvmlDeviceGetPowerUsage(h) / 1000),
         "power_limit_w": _optional(lambda: nv.nvmlDeviceGetEnforcedPowerLimit(h) / 1000),
         "sm_clock_mhz": _optional(lambda: nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_SM)),

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-# Peak throughputs in TFLOP/s as the datasheet prints them; `sparse` marks datasheets that quote
-# tensor-core figures "with sparsity" (2:4 structured sparsity doubles them), so dense = printed / 2.
+# Peak throughputs in TFLOP/s. `sparse` marks rows whose tensor-core figures are the "with sparsity" ones
+# (2:4 structured sparsity doubles them; the H100, H200 and L4 datasheets print only those), so dense =
+# stored / 2. The A100 and A40 datasheets print each figure as a pair, dense | with sparsity: their rows
+# store the dense one. The T4 (Turing) has no sparsity figures.
 # None: the GPU has no tensor-core support for that format. Bandwidth in GB/s, power in W.
 GPUS = [
     {"gpu": "A100 40GB SXM", "arch": "Ampere", "memory_gb": 40, "bandwidth_gbs": 1555, "fp32": 19.5,
@@ -64,12 +66,24 @@ def form_factor(name: str) -> str | None:
     return next((f for f in ("PCIE", "NVL", "SXM") if any(w.startswith(f) for w in words)), None)
 
 
+def mig_profile(name: str) -> str | None:
+    """The MIG profile ('3g.40gb') when a device name is a Multi-Instance GPU slice, else None."""
+    words = name.replace("-", " ").split()
+    if "MIG" not in (w.upper() for w in words):
+        return None
+    after = words[[w.upper() for w in words].index("MIG") + 1:]
+    return after[0] if after else "MIG"
+
+
 def match(name: str) -> dict | None:
     """The datasheet row whose GPU a CUDA device name (e.g. 'NVIDIA H200') refers to, if any.
 
     A PCIe or NVL board of a GPU whose row is the SXM module (H100 PCIe, H100 NVL, A100 PCIe) has other
-    clocks, power and often memory, so it matches no row rather than the SXM one.
+    clocks, power and often memory, so it matches no row rather than the SXM one; nor does a MIG slice
+    (`no_row_reason` says why).
     """
+    if mig_profile(name):
+        return None
     upper = name.upper()
     board = form_factor(upper)
     for r in sorted(GPUS, key=lambda r: -len(r["gpu"])):
@@ -80,3 +94,18 @@ def match(name: str) -> dict | None:
                 return None
             return r
     return None
+
+
+def no_row_reason(name: str) -> str | None:
+    """Why the device `name` takes no datasheet row, in one sentence; None when it takes one."""
+    if match(name):
+        return None
+    profile = mig_profile(name)
+    if profile:
+        return (f"{name} is a MIG slice ({profile}): a share of the chip's streaming multiprocessors, memory and "
+                f"bandwidth, so the full chip's datasheet peaks do not apply to it")
+    board = form_factor(name)
+    if board in ("PCIE", "NVL"):
+        return (f"{name} is a {'PCIe' if board == 'PCIE' else 'NVL'} board, with other clocks, power and often memory "
+                f"than the SXM module of the book's datasheet table")
+    return f"{name} is not in the book's datasheet table (accelbook.specs.GPUS)"
