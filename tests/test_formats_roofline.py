@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from accelbook.formats import accelerated_here, format_row, format_table
 from accelbook.models import ConvNet
@@ -78,3 +79,11 @@ def test_unknown_gpu_has_no_row():
 def test_every_datasheet_row_is_cited_in_the_bibliography():
     keys = set(re.findall(r"@\w+\{([^,]+),", BIB.read_text(encoding="utf-8")))
     assert {row["source"] for row in GPUS} <= keys
+
+
+def test_a_foreach_adam_step_is_a_handful_of_device_operations():
+    from accelbook.roofline import foreach_adam_ops
+
+    ops = foreach_adam_ops(ConvNet())
+    assert 5 <= len(ops) <= 12 and all("_foreach_" in op for op in ops), ops
+    assert len(foreach_adam_ops(nn.Linear(4, 2))) == len(ops)  # one multi-tensor operation per step of the update

@@ -15,7 +15,7 @@ import torch
 from .bench import copy_probe, matmul_probe, time_op, time_unsynchronized, transfer_probe
 from .cli import OneLineParser
 from .device import pick_device
-from .formats import bf16_supported, fp8_unsupported
+from .formats import accelerated_here, bf16_supported, fp8_unsupported
 from .records import default_path, provenance, save_record
 
 
@@ -28,6 +28,14 @@ def formats_for(device: torch.device) -> list[str]:
     if device.type == "mps":
         return ["fp32", "bf16", "fp16"]
     return ["fp32", "bf16", "fp16"]
+
+
+def roof_formats(device: torch.device) -> list[str]:
+    """The formats whose best matmul makes a compute roof on `device`: fp32 and every probed format that is not
+    known to lack matrix hardware there (a T4's fp16; an A100's tf32, bf16 and fp16; fp8 from Ada and Hopper)."""
+    names = {"fp8": "fp8 e4m3"}
+    return [f for f in formats_for(device)
+            if f == "fp32" or not accelerated_here(names.get(f, f), device).startswith("no")]
 
 
 def sizes_for(device: torch.device, quick: bool) -> list[int]:

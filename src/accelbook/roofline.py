@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.utils import _pytree as pytree
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from .bench import tf32_mode, time_op
 
@@ -69,6 +72,32 @@ def time_layers(model: nn.Module, example: torch.Tensor, warmup: int = 2, repeat
         for name, module, inp, _ in _capture(model, example):
             out[name] = time_op(lambda: module(inp), example.device, warmup, repeats).median
     return out
+
+
+class _OpLog(TorchDispatchMode):
+    """Records each aten operation run inside the block with the device types of its tensor arguments."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        leaves = pytree.tree_leaves((args, kwargs or {}))
+        self.ops.append((str(func), {t.device.type for t in leaves if isinstance(t, torch.Tensor)}))
+        return func(*args, **(kwargs or {}))
+
+
+def foreach_adam_ops(model: nn.Module) -> list[str]:
+    """The operations one multi-tensor (foreach) Adam step runs on `model`'s parameters, the form PyTorch uses on
+    CUDA: each is at least one kernel launch there. Counted on the meta device, which does no arithmetic."""
+    meta = copy.deepcopy(model).to("meta")
+    for p in meta.parameters():
+        p.grad = torch.empty_like(p)
+    adam = torch.optim.Adam(meta.parameters(), foreach=True)
+    adam.step()  # the first step creates the moments; later steps are the steady ones
+    with _OpLog() as log:
+        adam.step()
+    return [op for op, devices in log.ops if devices == {"meta"}]
 
 
 def attainable(intensity: float, peak_flops: float, bandwidth: float) -> float:
