@@ -57,13 +57,33 @@ def test_evaluation_shards_cover_every_item_once():
 def test_help_and_user_errors_are_one_line():
     help_ = subprocess.run([sys.executable, "-m", "accelbook.ddp", "--help"], capture_output=True, text=True)
     assert help_.returncode == 0 and "--global-batch" in help_.stdout and "--fail-on-rank" not in help_.stdout
-    for args, message in [(["--epochs", "x"], "invalid float value"),
+    assert "840" in " ".join(help_.stdout.split())  # the help names a global batch that divides among 1 to 8
+    for args, message in [(["--epochs", "x"], "invalid"),
+                          (["--epochs", "-1"], "--epochs"), (["--epochs", "nan"], "--epochs"),
+                          (["--epochs", "inf"], "--epochs"), (["--base-batch", "0"], "--base-batch"),
+                          (["--measure", "-2"], "--measure"), (["--limit", "-5"], "--limit"),
+                          (["--warmup", "-1"], "--warmup"), (["--threads", "0"], "--threads"),
+                          (["--lr", "-0.1"], "--lr"),
                           (["--sync-bn", "--batchnorm", "--device", "cpu"], "SyncBatchNorm needs CUDA"),
                           (["--global-batch", "0"], "does not divide")]:
         done = subprocess.run([sys.executable, "-m", "accelbook.ddp", *args], capture_output=True, text=True,
                               timeout=120)
-        assert done.returncode == 2, done.stderr
-        assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert done.returncode == 2, (args, done.stderr)
+        assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1, (args, done.stderr)
+
+
+def test_a_global_batch_that_does_not_divide_names_batches_that_do():
+    with pytest.raises(ValueError, match="126 or 129"):
+        ddp.per_rank_batch(128, 3)
+    with pytest.raises(ValueError, match="use a multiple of 7: 7 "):
+        ddp.per_rank_batch(2, 7)
+    # as rank 0 of a world of 3 sees it (torchrun's variables), before any process group exists: one line, exit 2
+    env = {**os.environ, "RANK": "0", "WORLD_SIZE": "3", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": "29999"}
+    done = subprocess.run([sys.executable, "-m", "accelbook.ddp", "--device", "cpu"], capture_output=True,
+                          text=True, timeout=120, env=env)
+    assert done.returncode == 2 and "126 or 129" in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
 def test_missing_data_is_one_line_and_no_download(tmp_path):
@@ -127,7 +147,8 @@ def test_measure_times_steps_with_and_without_allreduce(tmp_path):
     assert len(m["synced_s"]) == len(m["no_sync_s"]) == 2 and min(m["synced_s"] + m["no_sync_s"]) > 0
     assert m["gradient_bytes"] == 4 * sum(p.numel() for p in ddp.build_model(False, False, torch.device("cpu"),
                                                                              0).parameters())
-    alpha, gbs = scaling.fit_ring(m["allreduce"], 2)
+    assert {r["ranks"] for r in m["allreduce"]} == {2}  # the rows carry the world size they were measured with
+    alpha, gbs = scaling.fit_ring(m["allreduce"])
     assert alpha >= 0 and gbs > 0
 
 
@@ -135,9 +156,6 @@ def test_ring_model_matches_its_formula_and_inverts():
     assert scaling.ring_allreduce_s(1e6, 1, 100) == 0.0
     # two devices: 2 steps of latency, and each sends half of 1 MB twice = 1 MB over 1 GB/s
     assert scaling.ring_allreduce_s(1e6, 2, 1.0, alpha_s=1e-5) == pytest.approx(2e-5 + 1e-3)
-    rows = [{"bytes": b, "seconds": scaling.ring_allreduce_s(b, 4, 20.0, 3e-6)} for b in (1e3, 1e5, 1e7)]
-    alpha, gbs = scaling.fit_ring(rows, 4)
-    assert alpha == pytest.approx(3e-6) and gbs == pytest.approx(20.0)
     with pytest.raises(ValueError):
         scaling.ring_allreduce_s(1e6, 0, 10)
 
@@ -152,3 +170,19 @@ def test_efficiency_falls_with_devices_and_rises_with_compute():
 
 def test_full_replicas_stop_fitting_at_memory_over_16_bytes():
     assert scaling.max_params_without_sharding(141) == pytest.approx(141e9 / 16)
+
+
+def test_each_rank_evaluates_with_its_own_batchnorm_statistics(tmp_path):
+    # DDP broadcasts rank 0's buffers before every training forward, then each rank's forward updates its own
+    # running statistics with its own shard; evaluation calls the unwrapped model, so after training the ranks
+    # score their test shards with statistics that differ (by their last batch), and the checkpoint holds rank 0's
+    out, ckpt = tmp_path / "bn.json", tmp_path / "bn.pt"
+    done = torchrun(*SMALL, "--batchnorm", "--out", str(out), "--checkpoint", str(ckpt))
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    by_rank = result["running_means"]
+    assert len(by_rank) == 2 and by_rank[0] != by_rank[1]
+    a, b = result["replica_checksums"]
+    assert a == b  # the weights agree; only the BatchNorm buffers differ
+    first = next(k for k in load_checkpoint(ckpt)["model"] if k.endswith("running_mean"))
+    assert load_checkpoint(ckpt)["model"][first][:4].tolist() == pytest.approx(by_rank[0], abs=1e-6)

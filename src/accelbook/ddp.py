@@ -44,27 +44,48 @@ def build_parser() -> OneLineParser:
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda when available); each process "
                    "uses cuda:LOCAL_RANK")
     p.add_argument("--backend", default="auto", help="gloo, nccl or auto (gloo on CPU, NCCL on CUDA)")
-    p.add_argument("--epochs", type=float, default=1.0, help="training epochs (fractions allowed; 0: none)")
+    p.add_argument("--epochs", type=number(float, 0), default=1.0, help="training epochs (fractions allowed; "
+                   "0: none)")
     p.add_argument("--global-batch", type=int, default=128, help="images per optimizer step, all processes "
-                   "together; must divide by the number of processes (default 128)")
-    p.add_argument("--base-batch", type=int, default=64, help="the batch at which --lr was tuned (default 64)")
-    p.add_argument("--lr", type=float, default=1e-3, help="learning rate at --base-batch (default 1e-3)")
+                   "together; must be a multiple of the number of processes: the default 128 suits 1, 2, 4 or 8, "
+                   "840 suits any number from 1 to 8")
+    p.add_argument("--base-batch", type=number(int, 1), default=64, help="the batch at which --lr was tuned "
+                   "(default 64)")
+    p.add_argument("--lr", type=number(float, 0, strict=True), default=1e-3, help="learning rate at --base-batch "
+                   "(default 1e-3)")
     p.add_argument("--scale", choices=SCALE_RULES, default=None, help="how lr grows with the global batch: "
                    "linear (Goyal et al. 2017, SGD), sqrt (Adam), none; default linear for sgd, sqrt for adam")
-    p.add_argument("--warmup", type=int, default=0, help="steps of linear learning-rate warm-up (default 0)")
+    p.add_argument("--warmup", type=number(int, 0), default=0, help="steps of linear learning-rate warm-up "
+                   "(default 0)")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="adam (default) or sgd (momentum 0.9)")
     p.add_argument("--batchnorm", action="store_true", help="the article's section 5.2 BatchNorm variant")
     p.add_argument("--sync-bn", action="store_true", help="with --batchnorm: SyncBatchNorm, statistics over "
                    "the global batch (CUDA only)")
-    p.add_argument("--limit", type=int, default=None, help="use the first N training and test images (smoke runs)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads per process (default: cores / processes)")
+    p.add_argument("--limit", type=number(int, 1), default=None, help="use the first N training and test images "
+                   "(smoke runs)")
+    p.add_argument("--threads", type=number(int, 1), default=None, help="CPU threads per process (default: cores "
+                   "/ processes)")
     p.add_argument("--seed", type=int, default=0, help="seed of the model's initialisation and the shuffling")
-    p.add_argument("--measure", type=int, default=0, metavar="K", help="time K steps with and K without "
-                   "gradient all-reduce, and all-reduce alone (default 0: skip)")
+    p.add_argument("--measure", type=number(int, 0), default=0, metavar="K", help="time K steps with and K "
+                   "without gradient all-reduce, and all-reduce alone (default 0: skip)")
     p.add_argument("--checkpoint", default=None, help="write the trained weights here (rank 0, atomically)")
     p.add_argument("--out", default=None, help="write the run's result as JSON here (rank 0)")
     p.add_argument("--fail-on-rank", type=int, default=None, help=argparse.SUPPRESS)  # tests: a worker that raises
     return p
+
+
+def number(kind: type, least: float, strict: bool = False):
+    """An argparse type: a finite `kind` (int or float) at least `least` (greater than it when `strict`)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
+        if not math.isfinite(value) or value < least or (strict and value == least):
+            raise argparse.ArgumentTypeError(f"must be a finite number {'>' if strict else '>='} {least:g}, "
+                                             f"got {text!r}")
+        return value
+    return parse
 
 
 def world_from_env(env: dict | None = None) -> tuple[int, int, int]:
@@ -88,9 +109,13 @@ def choose_backend(device_type: str, asked: str = "auto") -> str:
 
 
 def per_rank_batch(global_batch: int, world: int) -> int:
-    """Each process's share of the global batch; the global batch must divide evenly."""
+    """Each process's share of the global batch; a global batch that does not divide evenly is refused, with the
+    nearest ones that do."""
     if global_batch < world or global_batch % world:
-        raise ValueError(f"--global-batch {global_batch} does not divide among {world} processes")
+        below = global_batch // world * world
+        near = " or ".join(str(b) for b in (below, below + world) if b >= world)
+        raise ValueError(f"--global-batch {global_batch} does not divide among {world} processes: use a multiple "
+                         f"of {world}: {near} (840 divides among any number from 1 to 8)")
     return global_batch // world
 
 
@@ -217,7 +242,7 @@ def time_steps(model, step, batches, k: int, synced: bool, device: torch.device)
 
 
 def time_allreduce(numels: list[int], device: torch.device, repeats: int = 10) -> list[dict]:
-    """Median seconds of one all-reduce of a float32 tensor of each size (after two warm-ups)."""
+    """Median seconds of one all-reduce of a float32 tensor of each size (after two warm-ups), with the world size."""
     import torch.distributed as dist
 
     rows = []
@@ -232,7 +257,7 @@ def time_allreduce(numels: list[int], device: torch.device, repeats: int = 10) -
             synchronize(device)
             if i >= 2:
                 times.append(time.perf_counter() - start)
-        rows.append({"bytes": 4 * n, "seconds": statistics.median(times)})
+        rows.append({"bytes": 4 * n, "seconds": statistics.median(times), "ranks": dist.get_world_size()})
     return rows
 
 
@@ -332,7 +357,7 @@ def run(args, rank: int, world: int, local_rank: int) -> dict:
               "sync_bn": args.sync_bn, "steps": steps, "history": history,
               "parameters": sum(p.numel() for p in model.parameters()),
               "replica_checksums": gather(checksum(model)),
-              "running_mean": _first_running_mean(model)}
+              "running_means": gather(_first_running_mean(model))}  # per rank: evaluation uses each rank's own
     if args.measure:
         result["measure"] = measure(model, step, loader, sampler, args.measure, device)
         m = result["measure"]

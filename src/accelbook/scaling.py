@@ -50,12 +50,17 @@ def efficiency(compute_s: float, nbytes: float, n: int, gbs: float, alpha_s: flo
     return compute_s / step_s(compute_s, nbytes, n, gbs, alpha_s, overlap)
 
 
-def fit_ring(rows: list[dict], n: int) -> tuple[float, float]:
-    """(alpha seconds, bandwidth GB/s) of the ring model that best fits measured all-reduce times of `n` ranks.
+def fit_ring(rows: list[dict]) -> tuple[float, float]:
+    """(alpha seconds, bandwidth GB/s) of the ring model that best fits measured all-reduce times.
 
-    `rows` are {"bytes", "seconds"} (from `accelbook.ddp.time_allreduce`); a least-squares line
-    seconds = a + b x bytes gives alpha = a / (2(n-1)) and bandwidth = 2(n-1)/n / b.
+    `rows` are {"bytes", "seconds", "ranks"} (from `accelbook.ddp.time_allreduce`): the number of ranks
+    comes from the measurement, never from the caller. A least-squares line seconds = a + b x bytes
+    gives alpha = a / (2(n-1)) and bandwidth = 2(n-1)/n / b.
     """
+    ranks = {r.get("ranks") for r in rows}
+    if len(ranks) != 1 or None in ranks:
+        raise ValueError(f"every row needs the same 'ranks' (the world size it was measured with); got {ranks}")
+    n = ranks.pop()
     if n < 2 or len(rows) < 2:
         raise ValueError("fitting a ring needs at least 2 ranks and 2 message sizes")
     b, a = statistics.linear_regression([r["bytes"] for r in rows], [r["seconds"] for r in rows])
