@@ -8,6 +8,9 @@ the working folder or from the package. What the package reads from outside come
 the committed records through $ACCELBOOK_RESULTS (so nbval compares the tables that were committed)
 and MNIST through $ACCELBOOK_DATA (default here: data/ of this clone, git-ignored, rather than one
 download per notebook). ACCELBOOK_NBVAL_IN_REPO=1 gives nbval's own behaviour back.
+
+`pytest --nbval` runs the chapters in the quick profile (ACCELBOOK_QUICK=1, the profile CI validates)
+unless ACCELBOOK_QUICK is set: ACCELBOOK_QUICK=0 runs the full profile.
 tests/test_notebooks_standalone.py checks that this is in force.
 """
 
@@ -19,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
+QUICK_ENV = "ACCELBOOK_QUICK"  # accelbook.config.QUICK_ENV (not imported: the tests import a copy of the package)
 
 
 def colab_like_env(package_parent: Path) -> dict[str, str]:
@@ -31,7 +35,16 @@ def colab_like_env(package_parent: Path) -> dict[str, str]:
     return env
 
 
+def nbval_requested(config) -> bool:
+    """True when this pytest run executes notebooks (--nbval or --nbval-lax)."""
+    return bool(config.getoption("nbval", default=False) or config.getoption("nbval_lax", default=False))
+
+
 def pytest_configure(config):
+    # Plain `pytest --nbval notebooks/` runs the quick profile, the one CI validates (minutes, not hours);
+    # ACCELBOOK_QUICK=0 asks for the full profile. Set before any kernel starts, so every kernel inherits it.
+    if nbval_requested(config):
+        os.environ.setdefault(QUICK_ENV, "1")
     if os.environ.get("ACCELBOOK_NBVAL_IN_REPO") == "1" or not config.pluginmanager.hasplugin("nbval"):
         return
     import nbval.kernel

@@ -8,7 +8,9 @@ character shown is drawn with the site's own Noto Sans SC, judged on the page as
 without changing it (document.fonts.check per weight, and Chromium's account of the fonts that drew
 each element's text: a machine without CJK fonts would otherwise draw empty boxes), the previous/next
 links follow _toc.yml, the download button returns the page's source and, on chapters, the Colab
-launch button points at the chapter. Search finds pages. On the article page, the font's woff2
+launch button points at the chapter, every image has alt text that says what it shows (not a file name), and
+axe-core finds no critical or serious accessibility violation (or one listed, with why, in AXE_ACCEPTED).
+Search finds pages, and its Chinese excerpts are drawn in the site's font. On the article page, the font's woff2
 subsets are fetched from the site itself and load, and its Chinese quotes name the font.
 
 Chromium: $ACCELBOOK_CHROMIUM, else chromium / chromium-browser / google-chrome on PATH (.ci/run
@@ -23,6 +25,7 @@ import http.server
 import json
 import os
 import posixpath
+import re
 import shutil
 import threading
 from html.parser import HTMLParser
@@ -31,7 +34,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 import pytest
 
-from bookfacts import book_config, colab_url, source_of, toc_files
+from bookfacts import ROOT, book_config, colab_url, source_of, toc_files
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -46,6 +49,16 @@ CJK_FONT = "Noto Sans SC"  # the family of the @font-face rules that vendor-asse
 CJK_FONT_FILES = "_static/vendor/fonts/noto-sans-sc/files/"
 # Han characters: CJK unified ideographs, extension A, compatibility ideographs (a JS regex class).
 HAN = r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]"
+# axe-core, the accessibility checker, installed by `npm ci` (package.json) like the site's assets; it is
+# loaded into each page as an init script (no element added) and run once the page has settled.
+AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
+AXE_FAILS = ("critical", "serious")
+# The critical or serious violations that stay, each with why: (rule, a class of the element) -> why.
+AXE_ACCEPTED = {
+    ("label-content-name-mismatch", "theme-switch-button"):
+        "the theme's colour-mode button shows only icons, whose title tooltips (Light, Dark, System "
+        "Settings) axe counts as text; its name 'Color mode' is the tooltip a sighted reader sees",
+}
 
 
 def fail_on(problems: list[str], where: str) -> None:
@@ -137,6 +150,8 @@ class Visit:
         self.responses: list = []  # every response the page received, in order
         self.context = browser.new_context(viewport={"width": 1280, "height": 900}, service_workers="block")
         self.context.route("**/*", self._only_the_site)
+        if AXE.is_file():
+            self.context.add_init_script(path=str(AXE))
         self.page = self.context.new_page()
         self.page.set_default_timeout(TIMEOUT_MS)
         page = self.page
@@ -295,6 +310,27 @@ def han_drawn_in_other_fonts(v: Visit) -> tuple[int, list[str]]:
     return checked, problems
 
 
+def meaningful_alt(alt: str | None, src: str) -> bool:
+    """True when an image's alt text is a description: three words or more, not its file's name."""
+    if not alt:
+        return False
+    name = posixpath.basename(urlsplit(src).path)
+    return len(alt.split()) >= 3 and posixpath.splitext(name)[0] not in alt and not re.search(r"\.(png|jpe?g|svg|gif)\b", alt)
+
+
+def axe_violations(v: Visit) -> list[str]:
+    """axe-core's critical and serious violations on the page as it stands, less those in AXE_ACCEPTED
+    (each listed there with why it stays)."""
+    if not AXE.is_file():
+        return [f"axe-core is missing ({AXE.relative_to(ROOT)}): run `npm ci`"]
+    found = v.page.evaluate("""fails => axe.run(document, {resultTypes: ["violations"]}).then(r =>
+        r.violations.filter(x => fails.includes(x.impact)).flatMap(x => x.nodes.map(n => ({
+            rule: x.id, impact: x.impact, help: x.help, target: n.target.join(" "),
+            classes: (n.html.match(/class="([^"]*)"/) || ["", ""])[1].split(/\\s+/)}))))""", list(AXE_FAILS))
+    return [f"axe {f['impact']} {f['rule']} ({f['help']}): {f['target']}" for f in found
+            if not any((f["rule"], c) in AXE_ACCEPTED for c in f["classes"])]
+
+
 def page_checks(v: Visit, docname: str, site: Path) -> list[str]:
     """Everything one page of the book must show; returns the problems found."""
     page = v.page
@@ -321,6 +357,11 @@ def page_checks(v: Visit, docname: str, site: Path) -> list[str]:
     unloaded = page.evaluate(
         "() => Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)")
     problems += [f"image not loaded: {src}" for src in unloaded]
+    # Every image in the page's content says what it shows: alt text of a few words, not a file name.
+    alts = page.eval_on_selector_all(
+        "article img:not([role=presentation])", "els => els.map(i => [i.getAttribute('alt'), i.src])")
+    problems += [f"image without meaningful alt text ({alt!r}): {src[:100]}" for alt, src in alts
+                 if not meaningful_alt(alt, src)]
 
     # Widgets saved in the notebook: each view rendered by the site's own widget manager.
     n_views = page.locator(WIDGET_VIEW).count()
@@ -341,6 +382,8 @@ def page_checks(v: Visit, docname: str, site: Path) -> list[str]:
 
     # Chinese: every Han character shown is drawn with the site's own font, on the page as loaded.
     problems += han_drawn_in_other_fonts(v)[1]
+    # Accessibility: axe-core finds no critical or serious violation (or one listed in AXE_ACCEPTED).
+    problems += axe_violations(v)
     return problems
 
 
@@ -405,14 +448,20 @@ def test_landing_page_redirects_to_the_book(visit):
     fail_on(v.problems, "index.html")
 
 
-@pytest.mark.parametrize("query", ["MNIST"])
+@pytest.mark.parametrize("query", ["MNIST", "A1200"])
 def test_search_finds_pages(query, visit, built_site):
+    """Search finds pages; its results, Chinese excerpts included (A1200), are drawn in the site's font
+    and pass axe."""
     v = visit(f"search.html?q={query}")
     results = v.page.locator("#search-results ul.search li a")
     results.first.wait_for()
     hrefs = results.evaluate_all("els => els.map(a => a.href)")
     assert hrefs, "search returned nothing"
-    fail_on(broken_internal_links(hrefs, v.site_url, built_site) + v.problems, f"search for {query}")
+    problems = broken_internal_links(hrefs, v.site_url, built_site)
+    checked, drawn = han_drawn_in_other_fonts(v)
+    if query == "A1200" and not checked:
+        problems.append("no Chinese in the search results for A1200 (the article's excerpts)")
+    fail_on(problems + drawn + axe_violations(v) + v.problems, f"search for {query}")
 
 
 def test_general_index_opens(visit, built_site):

@@ -1,0 +1,21 @@
+// Three accessibility repairs of the generated markup (html_js_files in _config.yml); axe-core checks
+// every page in tests/test_browser.py.
+// 1. docutils writes the bibliography as role="list" holding role="doc-biblioentry" entries, a role that
+//    DPUB-ARIA 1.1 deprecates in favour of listitem: axe then finds the list's children invalid
+//    (aria-required-children, critical). Each entry becomes a listitem; its id and content stay.
+// 2. MyST-NB's "Show code cell source" toggles and the theme's search button carry an aria-label
+//    ("Toggle hidden content", "Search") other than the words they show, so a speech-input user who
+//    says what they see misses them (label-content-name-mismatch, serious): their visible words
+//    become their name.
+// 3. The theme makes a code block or output keyboard-scrollable (tabindex 0) when it overflows, but
+//    judges that once at start-up and on resize, before the web fonts have settled the layout; a block
+//    that overflows afterwards stayed out of the tab order (scrollable-region-focusable, serious). A
+//    resize event once the fonts are ready and the page has loaded lets the theme judge again.
+document.addEventListener("DOMContentLoaded", () => {
+  document.querySelectorAll('[role="doc-biblioentry"]').forEach((entry) => entry.setAttribute("role", "listitem"));
+  document.querySelectorAll('summary[aria-label="Toggle hidden content"], button.search-button__button[aria-label="Search"]')
+    .forEach((control) => control.removeAttribute("aria-label"));
+});
+window.addEventListener("load", () => {
+  document.fonts.ready.then(() => window.dispatchEvent(new Event("resize")));
+});
