@@ -146,21 +146,24 @@ FIGURES: dict[str, dict[str, tuple[str, str]]] = {
         "cb0cc826": (
             "Where a data-parallel step's time goes on this machine, and the all-reduce alone against the ring "
             "model fitted to it.",
-            "Left: horizontal stacked bars, one per configuration of processes and threads, in milliseconds "
-            "per step at global batch 128: compute in blue and gradient all-reduce in red. Right: log-log plot "
+            "Left: horizontal stacked bars for 1 process with 1 thread, 2 processes with 1 thread each, and 1 "
+            "process with 2 threads, in milliseconds per step at global batch 128: compute in blue and "
+            "gradient all-reduce in red. Right: log-log plot "
             "of all-reduce time in milliseconds against bytes all-reduced over 2 ranks, measured points with "
             "the fitted ring model's line, and a dotted vertical line at the size of this CNN's gradients."),
         "5835042c": (
             "Linear learning-rate scaling with warm-up: test accuracy per epoch of each run.",
-            "Line plot of test accuracy in percent against epoch, one line per run: batch 64 as the reference, "
-            "larger batches with the learning rate unchanged, and larger batches with the rate scaled in "
-            "proportion, with warm-up."),
+            "Line plot of test accuracy in percent against epoch, one line per run: batch 64 at learning rate "
+            "0.01 as the reference, batch 256 with the rate unchanged, and batches 256 and 512 with the rate "
+            "scaled by 4 and 8 with warm-up. The run with the unchanged rate starts and stays behind the "
+            "reference; the scaled runs start lower and catch up."),
         "04e489ac": (
             "Modelled weak-scaling efficiency of this CNN on real links, from cited bandwidths and assumed "
             "compute and latency.",
             "Two line plots. Left: weak-scaling efficiency in percent against the number of GPUs from 1 to "
-            "1024, one line per link (NVLink generations, PCIe, InfiniBand), each falling as GPUs are added. "
-            "Right: efficiency at 1024 GPUs against the assumed compute time per step, rising as each step "
+            "1024, one line per link (NVLink 4, PCIe Gen5 and Gen4 x16, InfiniBand NDR); the lines nearly "
+            "coincide and fall from 100 percent to under 10 percent at 1024 GPUs. Right: efficiency at 1024 "
+            "GPUs against the assumed compute time per step, the same for every link, rising as each step "
             "carries more work."),
     },
     "08_inference": {
