@@ -48,7 +48,8 @@ def time_op(fn: Callable[[], object], device: torch.device | str, warmup: int = 
 
     A block runs `fn` often enough to last about `min_block` seconds (one call for slow operations),
     so clock resolution and scheduler hiccups do not dominate tiny kernels. On CUDA each block is
-    bracketed by CUDA events (the GPU's own clock); elsewhere by a synchronise and `time.perf_counter`.
+    bracketed by CUDA events on `device`'s stream (the GPU's own clock); elsewhere by a synchronise and
+    `time.perf_counter`.
     """
     device = torch.device(device)
     for _ in range(warmup):  # first calls pay for kernel selection, allocator growth, cold caches
@@ -218,8 +219,9 @@ def benchmark_median(stmt: str, env: dict, min_run_time: float = 0.5) -> float:
 def backend_flags(benchmark: bool = False, deterministic: bool = False) -> Iterator[None]:
     """Set cudnn.benchmark and deterministic algorithms inside the block, then restore both.
 
-    Deterministic cuBLAS also needs CUBLAS_WORKSPACE_CONFIG (set here if absent; for a whole run,
-    set it before Python starts: cuBLAS reads it when it creates its handle).
+    Deterministic algorithms also need CUBLAS_WORKSPACE_CONFIG on CUDA. Set here if absent, it satisfies
+    PyTorch's check, but a workspace PyTorch already gave cuBLAS (at this process's first cuBLAS call on a
+    stream) keeps its size: for a deterministic run, set it before Python starts.
     """
     before = (torch.backends.cudnn.benchmark, torch.are_deterministic_algorithms_enabled())
     set_env = deterministic and "CUBLAS_WORKSPACE_CONFIG" not in os.environ
