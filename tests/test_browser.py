@@ -93,13 +93,14 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 def offline_assets_page() -> bytes:
-    """A page with math and saved widgets that loads exactly the assets _config.yml names for them,
+    """A page with math and saved widgets that loads exactly the assets _config.yml names for them (and the
+    site's own scripts),
     so the self-hosted MathJax and widget manager are tested even while no chapter has widgets."""
     import ipywidgets
     from ipywidgets.embed import embed_data
 
     config = book_config()["sphinx"]["config"]
-    scripts = [config["mathjax_path"], *config["nb_ipywidgets_js"]]
+    scripts = [config["mathjax_path"], *config["nb_ipywidgets_js"], *config.get("html_js_files", [])]
     box = ipywidgets.VBox([ipywidgets.IntSlider(value=3, description="$n^2$"), ipywidgets.Label("saved state")])
     data = embed_data(views=[box])
     tags = "\n".join(f'<script src="_static/{src}"{" defer" if src == config["mathjax_path"] else ""}></script>'

@@ -1,4 +1,4 @@
-// Three accessibility repairs of the generated markup (html_js_files in _config.yml); axe-core checks
+// Four accessibility repairs of the generated markup (html_js_files in _config.yml); axe-core checks
 // every page in tests/test_browser.py.
 // 1. docutils writes the bibliography as role="list" holding role="doc-biblioentry" entries, a role that
 //    DPUB-ARIA 1.1 deprecates in favour of listitem: axe then finds the list's children invalid
@@ -7,7 +7,11 @@
 //    ("Toggle hidden content", "Search") other than the words they show, so a speech-input user who
 //    says what they see misses them (label-content-name-mismatch, serious): their visible words
 //    become their name.
-// 3. The theme makes a code block or output keyboard-scrollable (tabindex 0) when it overflows, but
+// 3. An ipywidgets slider's handle (role="slider") has no accessible name of its own, although the widget
+//    shows one in its description label (aria-input-field-name, serious): the label's text becomes the
+//    handle's name. Widgets render after the page loads, so on pages with saved widgets this runs
+//    whenever nodes are added.
+// 4. The theme makes a code block or output keyboard-scrollable (tabindex 0) when it overflows, but
 //    judges that once at start-up and on resize, before the web fonts have settled the layout; a block
 //    that overflows afterwards stayed out of the tab order (scrollable-region-focusable, serious). A
 //    resize event once the fonts are ready and the page has loaded lets the theme judge again.
@@ -18,4 +22,17 @@ document.addEventListener("DOMContentLoaded", () => {
 });
 window.addEventListener("load", () => {
   document.fonts.ready.then(() => window.dispatchEvent(new Event("resize")));
+});
+
+function nameSliders() {
+  document.querySelectorAll(".widget-slider .noUi-handle:not([aria-label])").forEach((handle) => {
+    const label = handle.closest(".widget-slider").querySelector(".widget-label");
+    const text = label ? label.textContent.replace(/\s+/g, " ").trim() : "";
+    handle.setAttribute("aria-label", text || "slider");
+  });
+}
+document.addEventListener("DOMContentLoaded", () => {
+  if (document.querySelector('script[type="application/vnd.jupyter.widget-view+json"]')) {
+    new MutationObserver(nameSliders).observe(document.body, { childList: true, subtree: true });
+  }
 });
