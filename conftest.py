@@ -21,8 +21,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from accelbook.config import QUICK_ENV
+
 ROOT = Path(__file__).resolve().parent
-QUICK_ENV = "ACCELBOOK_QUICK"  # accelbook.config.QUICK_ENV (not imported: the tests import a copy of the package)
 
 
 def colab_like_env(package_parent: Path) -> dict[str, str]:
