@@ -145,11 +145,12 @@ def browser():
 class Visit:
     """One page opened in a fresh browser context, with every problem it shows recorded."""
 
-    def __init__(self, browser, site_url: str, path: str):
+    def __init__(self, browser, site_url: str, path: str, color_scheme: str = "light"):
         self.site_url = site_url
         self.problems: list[str] = []
         self.responses: list = []  # every response the page received, in order
-        self.context = browser.new_context(viewport={"width": 1280, "height": 900}, service_workers="block")
+        self.context = browser.new_context(viewport={"width": 1280, "height": 900}, service_workers="block",
+                                           color_scheme=color_scheme)
         self.context.route("**/*", self._only_the_site)
         if AXE.is_file():
             self.context.add_init_script(path=str(AXE))
@@ -183,8 +184,8 @@ class Visit:
 def visit(browser, site_url):
     opened = []
 
-    def open_page(path: str) -> Visit:
-        v = Visit(browser, site_url, path)
+    def open_page(path: str, color_scheme: str = "light") -> Visit:
+        v = Visit(browser, site_url, path, color_scheme)
         opened.append(v)
         return v
 
@@ -468,6 +469,16 @@ def test_search_finds_pages(query, visit, built_site):
 def test_general_index_opens(visit, built_site):
     v = visit("genindex.html")
     fail_on(page_checks(v, "genindex", built_site) + v.problems, "genindex")
+
+
+@pytest.mark.parametrize("docname", ["book/article", "notebooks/06_optimization"])
+def test_dark_mode_passes_axe(docname, visit):
+    """The theme follows the reader's dark setting (html_context default_mode: auto): its colours pass axe too
+    (contrast above all), and the Chinese is drawn in the site's font there as well."""
+    v = visit(f"{docname}.html", color_scheme="dark")
+    mode = v.page.evaluate("() => document.documentElement.dataset.theme")
+    problems = [] if mode == "dark" else [f"the page did not switch to the dark theme ({mode!r})"]
+    fail_on(problems + han_drawn_in_other_fonts(v)[1] + axe_violations(v) + v.problems, f"{docname}, dark mode")
 
 
 def test_self_hosted_math_and_widgets_work(visit, built_site):
