@@ -39,7 +39,13 @@ assets() {  # npm ci -> node_modules, and (postinstall) the copies in book/_stat
 
 build() {
     assets
-    "$VENV/bin/jupyter-book" build . --warningiserror --nitpick --keep-going "$@"
+    # Sphinx copies book/_static/ only when some page is out of date: rebuild everything when a static
+    # file (CSS, JS, the vendored assets) is newer than the last build, so the site never serves old ones.
+    local all=()
+    if [[ -f _build/html/index.html && -n "$(find book/_static -type f -newer _build/html/index.html -print -quit)" ]]; then
+        all=(--all)
+    fi
+    "$VENV/bin/jupyter-book" build . --warningiserror --nitpick --keep-going "${all[@]}" "$@"
 }
 
 case "${1:-}" in

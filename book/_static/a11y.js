@@ -9,7 +9,8 @@
 //    become their name.
 // 3. An ipywidgets slider's handle (role="slider") has no accessible name of its own, although the widget
 //    shows one in its description label (aria-input-field-name, serious): the label's text becomes the
-//    handle's name. Widgets render after the page loads, so on pages with saved widgets this runs
+//    handle's name. An image in a widget's stored output has no alt text (image-alt, critical): it gets
+//    one naming the controls and values that drew it. Widgets render after the page loads, so on pages with saved widgets this runs
 //    whenever nodes are added.
 // 4. The theme makes a code block or output keyboard-scrollable (tabindex 0) when it overflows, but
 //    judges that once at start-up and on resize, before the web fonts have settled the layout; a block
@@ -24,15 +25,27 @@ window.addEventListener("load", () => {
   document.fonts.ready.then(() => window.dispatchEvent(new Event("resize")));
 });
 
-function nameSliders() {
+function textOf(element) {
+  return element ? element.textContent.replace(/\s+/g, " ").trim() : "";
+}
+
+function repairWidgets() {
   document.querySelectorAll(".widget-slider .noUi-handle:not([aria-label])").forEach((handle) => {
-    const label = handle.closest(".widget-slider").querySelector(".widget-label");
-    const text = label ? label.textContent.replace(/\s+/g, " ").trim() : "";
-    handle.setAttribute("aria-label", text || "slider");
+    handle.setAttribute("aria-label", textOf(handle.closest(".widget-slider").querySelector(".widget-label")) || "slider");
+  });
+  // An interactive plot's stored image (ipywidgets' Output renders images without alt): say what drew it.
+  document.querySelectorAll(".widget-output img:not([alt])").forEach((img) => {
+    const box = img.closest(".widget-vbox, .widget-box");
+    const controls = box ? [...box.querySelectorAll(".widget-label")].map((label) => {
+      const value = label.parentElement.querySelector(".widget-readout, select, input");
+      return `${textOf(label)} ${value ? (value.value ?? textOf(value)) : ""}`.trim();
+    }).filter(Boolean) : [];
+    img.alt = `Plot the chapter's code drew for ${controls.join(", ") || "the control above"}, stored when the `
+      + "page was built; run the chapter to draw others";
   });
 }
 document.addEventListener("DOMContentLoaded", () => {
   if (document.querySelector('script[type="application/vnd.jupyter.widget-view+json"]')) {
-    new MutationObserver(nameSliders).observe(document.body, { childList: true, subtree: true });
+    new MutationObserver(repairWidgets).observe(document.body, { childList: true, subtree: true });
   }
 });
