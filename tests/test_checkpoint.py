@@ -83,3 +83,30 @@ def test_interrupt_mid_write_leaves_old_checkpoint_intact(tmp_path, monkeypatch)
         save_checkpoint(_state(1), path)
     assert path.read_bytes() == before and _files(tmp_path) == ["c.pt"]
     assert torch.equal(load_checkpoint(path)["model"]["fc.bias"], _state(0)["model"]["fc.bias"])
+
+
+def test_verified_load_uses_the_bytes_it_hashed(tmp_path, monkeypatch):
+    # A file replaced between the checksum and the load must not get loaded: hash the bytes that are loaded.
+    path = tmp_path / "c.pt"
+    save_checkpoint({"w": torch.arange(4)}, path)
+    digest = ckpt.sha256(path)
+    save_checkpoint({"w": torch.full((4,), 7)}, tmp_path / "other.pt")
+    swap = (tmp_path / "other.pt").read_bytes()
+    real = ckpt.hashlib.sha256
+
+    class SwapAfterHashing:
+        """hashlib.sha256 whose hexdigest replaces the file on disk, as a second writer might."""
+
+        def __init__(self, *args):
+            self.inner = real(*args)
+
+        def update(self, data):
+            self.inner.update(data)
+
+        def hexdigest(self):
+            path.write_bytes(swap)
+            return self.inner.hexdigest()
+
+    monkeypatch.setattr(ckpt.hashlib, "sha256", SwapAfterHashing)
+    loaded = load_checkpoint(path, expected_sha256=digest)
+    assert torch.equal(loaded["w"], torch.arange(4)), "loaded a file other than the one verified"

@@ -112,3 +112,56 @@ def test_train_tracked_keeps_what_early_stop_keeps(digits):
     val = [r["val_accuracy"] for r in history]
     assert (best["stopped_at"], best["epoch"]) == robust.early_stop(val, patience=2)
     assert best["val_accuracy"] == val[best["epoch"] - 1] and all("train_accuracy" in r for r in history)
+
+
+def test_augmentation_does_not_change_which_batches_come(digits):
+    # "Same batches": the augmented run must shuffle exactly as the plain run does, epoch after epoch.
+    images, labels = digits
+    plain = robust.AugmentedLoader(images, labels, 16, None, seed=3)
+    augmented = robust.AugmentedLoader(images, labels, 16, robust.augmentation("affine"), seed=3)
+    for epoch in range(3):
+        assert [y.tolist() for _, y in plain] == [y.tolist() for _, y in augmented], f"epoch {epoch + 1}"
+
+
+class Masked(torch.nn.Module):
+    """A model whose loss gradient is zero at the clean image (a masked gradient) and informative elsewhere.
+
+    It predicts the label from the first pixel's sign, flattened to a plateau within 0.05 of the clean value:
+    a start at the clean image sees no gradient, a random start in the ball does.
+    """
+
+    def __init__(self, clean: torch.Tensor):
+        super().__init__()
+        self.clean = clean
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d = (x - self.clean).flatten(1)[:, 0]
+        off = torch.where(d.abs() < 0.05, torch.zeros_like(d), d)
+        return torch.stack([10 - 20 * off.abs(), 20 * off.abs()], 1)
+
+
+def test_pgd_random_start_escapes_a_masked_gradient():
+    x = torch.zeros(64, 1, 2, 2)
+    y = torch.zeros(64, dtype=torch.long)
+    model = Masked(x)
+    assert (model(robust.fgsm(model, x, y, 0.3)).argmax(1) == 0).all()  # FGSM sees no gradient
+    torch.manual_seed(0)
+    adv = robust.pgd(model, x, y, 0.3, steps=10, restarts=1)
+    assert (adv - x).abs().max().item() * STD <= 0.3 + 1e-5
+    assert (model(adv).argmax(1) == 1).float().mean() > 0.9  # the random start finds the slope
+
+
+def test_pgd_restarts_keep_the_worst_case_per_image(digits):
+    images, labels = digits
+    torch.manual_seed(0)
+    model = ConvNet().eval()
+    x = normalize(images)
+    torch.manual_seed(1)
+    one = robust.pgd(model, x, labels, 0.1, steps=5, restarts=1)
+    torch.manual_seed(1)
+    three = robust.pgd(model, x, labels, 0.1, steps=5, restarts=3)
+    with torch.no_grad():
+        wrong_one = model(one).argmax(1) != labels
+        wrong_three = model(three).argmax(1) != labels
+    assert (wrong_three | ~wrong_one).all()  # an image fooled by the first restart stays fooled
+    assert (three - x).abs().max().item() * STD <= 0.1 + 1e-5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -42,16 +43,27 @@ def sha256(path: str | Path) -> str:
 
 def verify(path: str | Path, expected: str) -> Path:
     """Return `path` if its SHA-256 is `expected`; ChecksumError (one line, both digests) if not."""
-    actual = sha256(path)
-    if actual != expected.strip().lower():
-        raise ChecksumError(f"{Path(path).name}: SHA-256 {actual[:16]}... does not match the published "
-                            f"{expected.strip()[:16]}...: the file is damaged or not the one published; do not load it")
+    check_digest(Path(path).name, sha256(path), expected)
     return Path(path)
+
+
+def check_digest(name: str, actual: str, expected: str) -> None:
+    """ChecksumError (one line, both digests) unless `actual` is the `expected` SHA-256."""
+    if actual != expected.strip().lower():
+        raise ChecksumError(f"{name}: SHA-256 {actual[:16]}... does not match the published "
+                            f"{expected.strip()[:16]}...: the file is damaged or not the one published; do not load it")
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
                     expected_sha256: str | None = None) -> dict:
-    """Load with weights_only=True (tensors, numbers, strings, containers; pickled code is refused), verified if asked."""
-    if expected_sha256 is not None:
-        verify(path, expected_sha256)
-    return torch.load(path, map_location=map_location, weights_only=True)
+    """Load with weights_only=True (tensors, numbers, strings, containers; pickled code is refused), verified if asked.
+
+    With `expected_sha256` the file is read once: the bytes that are hashed are the bytes that are loaded.
+    """
+    if expected_sha256 is None:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    data = Path(path).read_bytes()
+    digest = hashlib.sha256()
+    digest.update(data)
+    check_digest(Path(path).name, digest.hexdigest(), expected_sha256)
+    return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)

@@ -46,7 +46,8 @@ class AugmentedLoader:
                  seed: int = 0, device: torch.device | str = "cpu"):
         self.images, self.labels = images.unsqueeze(1) if images.dim() == 3 else images, labels
         self.batch_size, self.transform, self.device = batch_size, transform, torch.device(device)
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = torch.Generator().manual_seed(seed)  # the order of the images: the same with or without
+        self.draws = torch.Generator().manual_seed(seed + 1_000_003)  # a transform, which draws from its own
 
     def __len__(self) -> int:
         """Batches per epoch."""
@@ -60,7 +61,7 @@ class AugmentedLoader:
             batch = self.images[index]
             if self.transform is not None:
                 with torch.random.fork_rng(devices=[]):  # v2 draws from the global generator: seed a private copy
-                    torch.manual_seed(int(torch.randint(0, 2**31 - 1, (), generator=self.generator)))
+                    torch.manual_seed(int(torch.randint(0, 2**31 - 1, (), generator=self.draws)))
                     batch = torch.stack([self.transform(img) for img in batch])
             yield normalize(batch).to(self.device), self.labels[index].to(self.device)
 
@@ -139,13 +140,40 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torc
 
 
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int = 10,
-        alpha: float | None = None) -> torch.Tensor:
-    """Projected gradient descent (Madry et al. 2018): `steps` FGSM steps of `alpha`, kept within `eps` of `x`."""
+        alpha: float | None = None, restarts: int = 1) -> torch.Tensor:
+    """Projected gradient descent (Madry et al. 2018): from a uniform random start in the eps-box, `steps` signed steps.
+
+    Each step of `alpha` (pixel units; default 2.5 * eps / steps) goes up the loss and is projected back into the
+    box and the valid pixel range. Each of `restarts` runs starts afresh, only for the images no run has fooled
+    yet; each image keeps its worst case (fooled, else the highest loss). Random draws use torch's global generator.
+    """
     if eps == 0:
         return x.detach()
     alpha = alpha if alpha is not None else 2.5 * eps / steps
     lo, hi = (x - eps / STD).clamp(LOW, HIGH), (x + eps / STD).clamp(LOW, HIGH)
-    adv = x.detach()
+    best = x.detach().clone()
+    best_loss = torch.full((len(x),), -math.inf, device=x.device)
+    fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    for _ in range(restarts):
+        todo = (~fooled).nonzero().flatten()
+        if len(todo) == 0:
+            break
+        adv = pgd_run(model, x[todo], y[todo], lo[todo], hi[todo], eps, steps, alpha)
+        with torch.no_grad():
+            logits = model(adv)
+            loss = F.cross_entropy(logits, y[todo], reduction="none")
+            wrong = logits.argmax(1) != y[todo]
+        keep = wrong | (loss > best_loss[todo])
+        best[todo[keep]], best_loss[todo[keep]] = adv[keep], loss[keep]
+        fooled[todo[wrong]] = True
+    return best
+
+
+def pgd_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, eps: float,
+            steps: int, alpha: float) -> torch.Tensor:
+    """One PGD run: a uniform random start within `eps` of `x`, then `steps` signed steps kept in [lo, hi]."""
+    start = x.detach() + (torch.rand_like(x) * 2 - 1) * eps / STD
+    adv = torch.minimum(torch.maximum(start, lo), hi)
     for _ in range(steps):
         adv = torch.minimum(torch.maximum(adv + alpha / STD * input_gradient(model, adv, y).sign(), lo), hi)
     return adv
