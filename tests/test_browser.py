@@ -94,8 +94,7 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 def offline_assets_page() -> bytes:
     """A page with math and saved widgets that loads exactly the assets _config.yml names for them (and the
-    site's own scripts),
-    so the self-hosted MathJax and widget manager are tested even while no chapter has widgets."""
+    site's own scripts), so the self-hosted MathJax and widget manager are tested on their own."""
     import ipywidgets
     from ipywidgets.embed import embed_data
 
@@ -239,19 +238,22 @@ HAN_ELEMENTS_JS = """han => {
         if (el.closest("script, style, template") || !el.checkVisibility()) continue;
         let text = "";
         for (const c of el.childNodes) if (c.nodeType === Node.TEXT_NODE) text += c.data;
-        const chars = text.match(one);
-        if (chars) found.push(el);
+        if (one.test(text)) found.push(el);
+        one.lastIndex = 0;
     }
     return found;
 }"""
 # For one element (`this`): its own Han characters and the weight and style it asks the font for.
-HAN_OF_ELEMENT_JS = """function (han) {
+HAN_OF_ELEMENT_JS = """function (han, cjk) {
     let text = "";
     for (const c of this.childNodes) if (c.nodeType === Node.TEXT_NODE) text += c.data;
     const style = getComputedStyle(this);
     return {han: (text.match(new RegExp(han, "g")) || []).join(""), text: text.trim().slice(0, 60),
+            cjk: (text.match(new RegExp(cjk, "gu")) || []).length,
             weight: style.fontWeight, style: style.fontStyle, tag: this.tagName.toLowerCase()};
 }"""
+# What the site's font covers: the CJK blocks that scripts/vendor-assets.mjs keeps (CJK_BLOCKS there).
+CJK = r"[\u2e80-\ua4cf\uf900-\ufaff\ufe10-\ufe1f\ufe30-\ufe4f\uff00-\uffef\u{20000}-\u{3ffff}]"
 
 
 def settle(v: Visit) -> None:
@@ -268,7 +270,8 @@ def han_drawn_in_other_fonts(v: Visit) -> tuple[int, list[str]]:
       characters are loaded (`document.fonts.check`), and no face failed;
     - each visible element's own Han characters were drawn by Noto Sans SC, as Chromium reports the
       fonts of the element's laid-out text (DevTools protocol, CSS.getPlatformFontsForNode): at least as
-      many glyphs from the web font as the element has Han characters. (Chromium names a font by its
+      many glyphs from the web font as the element has characters in the font's CJK ranges (Han,
+      CJK punctuation, full-width forms), so that no Han character fell to another font. (Chromium names a font by its
       file's own name table, which for @fontsource's subsets reads "Noto Sans SC Thin" at every weight;
       a web font of that name can only be the site's.)
     Returns the number of Han characters checked and the problems found."""
@@ -286,14 +289,14 @@ def han_drawn_in_other_fonts(v: Visit) -> tuple[int, list[str]]:
         for element in elements:
             own = cdp.send("Runtime.callFunctionOn", {
                 "objectId": element, "functionDeclaration": HAN_OF_ELEMENT_JS,
-                "arguments": [{"value": HAN}], "returnByValue": True})["result"]["value"]
+                "arguments": [{"value": HAN}, {"value": CJK}], "returnByValue": True})["result"]["value"]
             node = cdp.send("DOM.requestNode", {"objectId": element})["nodeId"]
             fonts = cdp.send("CSS.getPlatformFontsForNode", {"nodeId": node})["fonts"]
             checked += len(own["han"])
             key = f"{own['style']} {own['weight']}"
             by_weight[key] = by_weight.get(key, "") + own["han"]
             web = sum(f["glyphCount"] for f in fonts if f["isCustomFont"] and f["familyName"].startswith(CJK_FONT))
-            if web < len(own["han"]):
+            if web < own["cjk"]:
                 used = " + ".join(sorted({f"{f['familyName']} ({'web' if f['isCustomFont'] else 'system'} font)"
                                           for f in fonts})) or "no font"
                 wrong.setdefault(used, []).append(f"<{own['tag']}> {own['weight']} {own['text']!r}")
