@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -402,8 +401,10 @@ def measure_quick(paths: list[Path]) -> None:
             sys.exit(f"polish_chapters: {path.name} failed under pytest --nbval; not recorded")
         data["chapters"][path.stem] = round(seconds, 1)
         print(f"{path.stem}: {seconds:.1f} s")
+    from accelbook.device import device_name, pick_device  # imports torch: only when measuring
+
     data.update(date=date.today().isoformat(), command="python -m pytest --nbval notebooks/NN_name.ipynb",
-                machine=f"{platform.machine()}, {os.cpu_count()} logical cores")
+                machine=device_name(pick_device(verbose=False)))
     data["chapters"] = dict(sorted(data["chapters"].items()))
     QUICK_TIMES.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
 
