@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -70,13 +72,119 @@ def test_ort_predictions_agree_with_pytorch(data, exported):
 
 def test_latency_counts_calls_and_orders_percentiles():
     row = inference.latency(lambda: sum(range(1000)), batch=8, device="cpu", budget_s=0.05, min_calls=5)
-    assert row["calls"] >= 5 and row["p99_ms"] >= row["p50_ms"] > 0
+    assert row["calls"] >= inference.TAIL_CALLS and row["max_ms"] >= row["p99_ms"] >= row["p50_ms"] > 0
     assert row["images_per_s"] == pytest.approx(8 / (row["p50_ms"] / 1e3))
     assert inference.percentile([1, 2, 3, 4], 50) == 2.5 and inference.percentile([5], 99) == 5
 
 
+def test_latency_reports_no_p99_from_few_calls():
+    # Five calls: their 99th percentile is their maximum, so the row says so instead of printing a "p99".
+    row = inference.latency(lambda: time.sleep(0.01), batch=1, device="cpu", budget_s=0.0, min_calls=5)
+    assert row["calls"] == 5 and row["p99_ms"] is None and row["max_ms"] >= row["p50_ms"]
+    line = inference.table([{"path": "slow", **row}]).splitlines()[1].split()
+    assert line[3] == "-", line  # the p99 column
+
+
 def test_tensorrt_reason_on_cpu():
-    assert "needs an NVIDIA GPU" in inference.tensorrt_unavailable("cpu")
+    reason = inference.tensorrt_unavailable("cpu")
+    assert "needs an NVIDIA GPU" in reason and "exercise" not in reason
+
+
+class FakeSession:
+    """What ONNX Runtime returns when asked for CUDA without it: a session whose first provider is the CPU."""
+
+    def __init__(self, providers, profile=None):
+        self.providers, self.profile = providers, profile
+
+    def get_providers(self):
+        return self.providers
+
+    def end_profiling(self):
+        return self.profile
+
+
+FALLBACK_LOG = ("2026-12-02 [W:onnxruntime:Default, onnxruntime_pybind_state.cc:1023 CreateExecutionProviderInstance] "
+                "Failed to create CUDAExecutionProvider. Require cuDNN 9.* and CUDA 12.*\n")
+
+
+def test_a_session_that_fell_back_is_refused_with_onnxruntimes_message():
+    cuda = inference.PROVIDERS["cuda"]
+    with pytest.raises(inference.ProviderFallback, match="asked ONNX Runtime for CUDA, it runs CPU: .*Failed to create"):
+        inference.check_provider(FakeSession(["CPUExecutionProvider"]), cuda, FALLBACK_LOG)
+    assert inference.check_provider(FakeSession([cuda, "CPUExecutionProvider"]), cuda) == "ONNX Runtime (CUDA)"
+    trt = inference.PROVIDERS["tensorrt"]
+    assert inference.check_provider(FakeSession([trt, cuda]), trt) == "TensorRT (ONNX Runtime)"
+    with pytest.raises(inference.ProviderFallback, match="for Tensorrt, it runs CUDA"):
+        inference.check_provider(FakeSession([cuda, "CPUExecutionProvider"]), trt)
+
+
+def profile_file(path, placements):
+    """An ONNX Runtime profile (JSON trace) in which node i ran on placements[i]."""
+    events = [{"cat": "Session", "name": "model_run", "args": {}}]
+    events += [{"cat": "Node", "name": f"n{i}_kernel_time", "args": {"op_name": "Conv", "provider": p}}
+               for i, p in enumerate(placements)]
+    path.write_text(json.dumps(events))
+    return path
+
+
+def test_nodes_that_ran_on_another_provider_inside_run_are_refused(tmp_path):
+    cuda = inference.PROVIDERS["cuda"]
+    mixed = FakeSession([cuda], profile_file(tmp_path / "p.json", [cuda, "CPUExecutionProvider", cuda]))
+    with pytest.raises(inference.ProviderFallback, match="inside run.*CPU"):
+        inference.check_placement(mixed, lambda: None, cuda)
+    clean = FakeSession([cuda], profile_file(tmp_path / "q.json", [cuda, cuda]))
+    assert inference.check_placement(clean, lambda: None, cuda) == {cuda: 2}
+
+
+def test_a_real_cpu_session_is_checked_named_and_bound(data, exported, tmp_path):
+    model, fp32, _ = exported
+    x = normalize(data.test_images[:300])
+    with torch.inference_mode():
+        reference = model(x[:64])
+    name, make, diff = inference.ort_path(fp32, "CPUExecutionProvider", x, "cpu", reference, tmp_path, 1e-3)
+    assert name == "ONNX Runtime (CPU)" and diff < 1e-3
+    bound = make(300)()  # I/O binding on host memory gives what run() gives
+    np.testing.assert_allclose(bound.numpy(), inference.run(inference.session(fp32), x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(AssertionError, match="disagrees with eager"):
+        inference.ort_path(fp32, "CPUExecutionProvider", x, "cpu", reference + 0.1, tmp_path, 1e-3)
+
+
+def test_measure_paths_checks_each_path_before_timing(data, exported, tmp_path, monkeypatch):
+    model, _, _ = exported
+    x = normalize(data.test_images[:256])
+    calibration = data.images[data.train_idx[:64]]
+    broken = ConvNet().eval()  # untrained weights: its logits disagree with the trained model's
+    monkeypatch.setattr(inference, "compiled", lambda net, device: {"torch.compile": broken})
+    with pytest.raises(AssertionError, match="torch.compile disagrees with eager"):
+        inference.measure_paths(model, x, torch.device("cpu"), tmp_path, calibration, batches=(1,), budget_s=0.0)
+
+
+def test_compiled_variants_by_device():
+    model = ConvNet().eval()
+    assert list(inference.compiled(model, "cpu")) == ["torch.compile"]
+    assert list(inference.compiled(model, "cuda")) == ["torch.compile", "torch.compile (reduce-overhead)"]
+
+
+def test_captured_stderr_sees_what_a_library_writes_to_descriptor_2():
+    with inference.captured_stderr() as log:
+        os.write(2, b"[W:onnxruntime] falling back\n")
+    assert log == ["[W:onnxruntime] falling back\n"]
+
+
+def test_saved_bytes_counts_a_tensor_saved_twice_once():
+    w1, w2 = torch.ones(1000, requires_grad=True), torch.ones(1000, requires_grad=True)
+    x = torch.randn(1000)
+    both = lambda t: t * w1 + t * w2  # each product saves x, for its weight's gradient: one storage, saved twice
+    assert inference.saved_bytes(both, x) == 4000  # counted once (a sum over saved tensors gives 8,000)
+    assert inference.saved_bytes(both, x, torch.no_grad) == 0
+
+
+def test_int8_file_is_weights_and_a_small_overhead(exported):
+    _, fp32, int8 = exported
+    parts8, parts32 = inference.onnx_bytes(int8), inference.onnx_bytes(fp32)
+    assert parts8["weights"] * 4 == parts32["weights"]  # a quarter: one byte per weight instead of four
+    assert parts8["scales and zero points"] < 10_000  # per-channel scales: a few kilobytes
+    assert sum(parts8.values()) == inference.file_bytes(int8)
 
 
 def save_png(array: np.ndarray, path, invert: bool = False):
@@ -156,8 +264,19 @@ def test_inference_command_writes_a_record(tmp_path):
     assert record["kind"] == "inference" and record["provenance"]["device"] == "cpu"
     paths = {r["path"] for r in record["rows"]}
     assert paths == {"eager", "torch.compile", "ONNX Runtime (CPU)", "ONNX Runtime int8 (CPU)"}
-    assert all(r["p99_ms"] >= r["p50_ms"] > 0 for r in record["rows"])
+    assert all(r["max_ms"] >= r["p50_ms"] > 0 for r in record["rows"])
+    assert all(r["p99_ms"] is None or r["calls"] >= inference.TAIL_CALLS for r in record["rows"])
+    assert all(r["max_abs_diff"] is None or r["max_abs_diff"] < 1e-3 for r in record["rows"])
     assert "needs an NVIDIA GPU" in record["tensorrt"]
+
+
+def test_export_command_leaves_the_model_the_predictor_reads(data, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "accelbook.inference", "--quick", "--device", "cpu", "--export",
+                           "mnist-convnet.onnx"], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0 and (tmp_path / "mnist-convnet.onnx").is_file(), done.stderr[-2000:]
+    digit = save_png(data.test_images[0].numpy(), tmp_path / "digit.png")
+    read = run_cli(digit, cwd=tmp_path)  # no --model: the default name the FAQ's command uses
+    assert read.returncode == 0 and read.stdout.startswith(f"{digit}: "), read
 
 
 def test_inference_command_errors_are_one_line():
