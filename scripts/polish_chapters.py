@@ -291,15 +291,6 @@ def format_duration(seconds: float) -> str:
     return f"{m} min" if m < 60 else f"{m // 60} h {m % 60:02d} min"
 
 
-def parse_duration(text: str) -> float:
-    """Seconds of a duration written by format_duration."""
-    match = re.fullmatch(r"(?:(\d+) h )?(?:(\d+) min)? ?(?:(\d+) s)?", text.strip())
-    if not match or not any(match.groups()):
-        raise ValueError(f"not a duration: {text!r}")
-    h, m, s = (int(g or 0) for g in match.groups())
-    return 3600 * h + 60 * m + s
-
-
 def quick_times() -> dict:
     """notebooks/quick-times.json: the measured quick-profile time of each chapter, and where it ran."""
     return json.loads(QUICK_TIMES.read_text(encoding="utf-8")) if QUICK_TIMES.is_file() else {"chapters": {}}
@@ -309,12 +300,11 @@ def runtime_statement(stem: str, nb) -> str:
     """The chapter's run-time paragraph, from its stored execution and the quick-profile measurement."""
     full = execution_seconds(nb)
     device, name = stored_device(nb)
-    quick = quick_times()
-    q = quick["chapters"].get(stem)
+    q = quick_times()["chapters"].get(stem)
     full_text = (f"full profile {format_duration(full)} on {name} (the run stored on this page)"
                  if full is not None else "full profile: not recorded")
-    quick_text = (f"quick profile {format_duration(q)} on {quick['machine']} (plain `pytest --nbval`, "
-                  f"{quick['date']})" if q is not None else f"quick profile: {NOT_MEASURED}")
+    quick_text = (f"quick profile {format_duration(q['seconds'])} on {q['machine']} (plain `pytest --nbval`, "
+                  f"{q['date']})" if q is not None else f"quick profile: {NOT_MEASURED}")
     gpu_text = "" if device.startswith("cuda") else f"; on a GPU: {NOT_MEASURED}"
     return f"{RUNTIME_MARK} {full_text}; {quick_text}{gpu_text}."
 
@@ -328,7 +318,7 @@ def readme_table(paths: list[Path]) -> str:
     rows, fulls, quicks = [], [], []
     for path in paths:
         fulls.append(execution_seconds(nbformat.read(path, as_version=4)))
-        quicks.append(quick.get(path.stem))
+        quicks.append(quick[path.stem]["seconds"] if path.stem in quick else None)
         rows.append(f"| {path.stem} | {format_duration(fulls[-1]) if fulls[-1] is not None else 'not recorded'} | "
                     f"{format_duration(quicks[-1]) if quicks[-1] is not None else NOT_MEASURED} |")
     total_full = format_duration(sum(fulls)) if None not in fulls else "not recorded for every chapter"
@@ -390,7 +380,10 @@ def polish_repository_mentions() -> None:
 
 def measure_quick(paths: list[Path]) -> None:
     """Time plain `pytest --nbval` (the quick profile) on each chapter; record it in quick-times.json."""
+    from accelbook.device import device_name, pick_device  # imports torch: only when measuring
+
     data = quick_times()
+    machine = device_name(pick_device(verbose=False))
     env = {k: v for k, v in os.environ.items() if k != "ACCELBOOK_QUICK"}
     for path in paths:
         start = time.perf_counter()
@@ -399,12 +392,10 @@ def measure_quick(paths: list[Path]) -> None:
         seconds = time.perf_counter() - start
         if done.returncode != 0:
             sys.exit(f"polish_chapters: {path.name} failed under pytest --nbval; not recorded")
-        data["chapters"][path.stem] = round(seconds, 1)
+        data["chapters"][path.stem] = {"seconds": round(seconds, 1), "date": date.today().isoformat(),
+                                       "machine": machine}
         print(f"{path.stem}: {seconds:.1f} s")
-    from accelbook.device import device_name, pick_device  # imports torch: only when measuring
-
-    data.update(date=date.today().isoformat(), command="python -m pytest --nbval notebooks/NN_name.ipynb",
-                machine=device_name(pick_device(verbose=False)))
+    data["command"] = "python -m pytest --nbval notebooks/NN_name.ipynb (from the repository root)"
     data["chapters"] = dict(sorted(data["chapters"].items()))
     QUICK_TIMES.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
 
