@@ -315,7 +315,7 @@ def onnx_bytes(path: str | Path) -> dict[str, int]:
 
 
 def saved_bytes(model: nn.Module, x: torch.Tensor, mode: Callable = torch.enable_grad) -> int:
-    """Bytes of unique storage autograd keeps for backward in one forward pass under `mode` (shared storage counts once)."""
+    """Bytes of unique storage autograd keeps for backward in one forward pass under `mode` (shared: counted once)."""
     storages: dict[int, int] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
@@ -331,7 +331,8 @@ def saved_bytes(model: nn.Module, x: torch.Tensor, mode: Callable = torch.enable
 def tensorrt_unavailable(device: torch.device | str) -> str | None:
     """Why TensorRT cannot run here (one line), or None when ONNX Runtime's TensorRT provider can."""
     if torch.device(device).type != "cuda" or not torch.cuda.is_available():
-        return "TensorRT is not available here: it needs an NVIDIA GPU (CUDA), onnxruntime-gpu and TensorRT's libraries."
+        return ("TensorRT is not available here: it needs an NVIDIA GPU (CUDA), onnxruntime-gpu and "
+                "TensorRT's libraries.")
     import onnxruntime as ort
 
     if PROVIDERS["tensorrt"] not in ort.get_available_providers():

@@ -86,7 +86,8 @@ def digit_ink(gray: np.ndarray) -> tuple[np.ndarray, float]:
 
     Dark ink on light paper is inverted first. Uneven lighting is removed by subtracting the background that a
     grey opening (strokes are narrower than its window) leaves; lines that cross the whole page (ruled paper)
-    by subtracting each row's and column's 10th percentile (a digit fills less of a row than a ruled line). Below half the threshold is background, set to zero.
+    by subtracting each row's and column's 10th percentile (a digit fills less of a row than a ruled line).
+    Below half the threshold is background, set to zero.
     """
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     ink = 1.0 - gray if np.median(border) > 0.5 else gray
@@ -147,13 +148,13 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def load_model(path: str | Path):
-    """An ONNX Runtime session for a digit model at `path`; PredictError if missing, unreadable or of another interface."""
+    """An ONNX Runtime session for a digit model at `path`; PredictError if missing, unreadable or not a digit model."""
     from .inference import session
 
     path = Path(path)
     if not path.is_file():
         raise PredictError(f"no model at {path}: make one with `python -m accelbook.inference --export {path}` "
-                           f"(trains the book's fast recipe, about 2 minutes on a laptop CPU) or pass --model")
+                           f"(it trains the book's fast recipe: about two minutes on a 2-core CPU) or pass --model")
     try:
         sess = session(path)
     except Exception as err:  # onnxruntime raises its own exception types for a file that is not a model
