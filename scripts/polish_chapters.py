@@ -303,7 +303,8 @@ def runtime_statement(stem: str, nb) -> str:
     q = quick_times()["chapters"].get(stem)
     full_text = (f"full profile {format_duration(full)} on {name} (the run stored on this page)"
                  if full is not None else "full profile: not recorded")
-    quick_text = (f"quick profile {format_duration(q['seconds'])} on {q['machine']} (plain `pytest --nbval`, "
+    where = "the same machine" if q is not None and q["machine"] == name else q and q["machine"]
+    quick_text = (f"quick profile {format_duration(q['seconds'])} on {where} (plain `pytest --nbval`, "
                   f"{q['date']})" if q is not None else f"quick profile: {NOT_MEASURED}")
     gpu_text = "" if device.startswith("cuda") else f"; on a GPU: {NOT_MEASURED}"
     return f"{RUNTIME_MARK} {full_text}; {quick_text}{gpu_text}."
