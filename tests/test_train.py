@@ -3,12 +3,11 @@
 import pytest
 import torch
 from torch import nn
-from torch.utils import _pytree as pytree
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from accelbook.data import mnist_tensors
 from accelbook.loaders import DeviceLoader
 from accelbook.models import ConvNet
+from accelbook.roofline import _OpLog  # records each operation with the devices of its tensors
 from accelbook.seed import set_seed
 from accelbook.train import confusion_matrix, evaluate, fit, predict, train_one_epoch, weight_average
 
@@ -100,19 +99,6 @@ def test_weight_average_is_the_exponential_moving_average_of_the_steps():
 def test_weight_average_refuses_a_decay_outside_0_1(decay):
     with pytest.raises(ValueError, match="decay"):
         weight_average(ConvNet(), decay)
-
-
-class _OpLog(TorchDispatchMode):
-    """Records every aten operation run inside the block, with the devices of its tensor arguments."""
-
-    def __init__(self):
-        super().__init__()
-        self.ops = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        tensors = [a for a in pytree.tree_leaves((args, kwargs or {})) if isinstance(a, torch.Tensor)]
-        self.ops.append((str(func), {str(t.device) for t in tensors}))
-        return func(*args, **(kwargs or {}))
 
 
 @pytest.mark.parametrize("batchnorm", [False, True])
