@@ -140,3 +140,25 @@ def test_the_fastest_recipe_is_the_top_of_the_cpu_ladder():
             recipe = replace(recipe, **rung.changes)
     assert ARTICLE_RECIPE == ladder.ARTICLE
     assert replace(recipe, train_images="all") == FASTEST
+
+
+@pytest.mark.skipif(not hasattr(torch.backends.cuda.matmul, "fp32_precision"),
+                    reason="this torch has only the allow_tf32 flags")
+@pytest.mark.parametrize("setting", ["torch.backends.fp32_precision = 'tf32'",
+                                     "torch.backends.cudnn.conv.fp32_precision = 'ieee'",
+                                     "torch.backends.cuda.matmul.fp32_precision = 'tf32'"])
+def test_backend_settings_work_after_the_fp32_precision_api_was_used(setting):
+    """Once anything sets an fp32_precision, the legacy allow_tf32 flags raise; the ladder must not read them."""
+    script = f"""
+import torch
+from accelbook.recipes import Recipe, backend_settings
+{setting}
+mm, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
+before = (mm.fp32_precision, conv.fp32_precision)
+with backend_settings(Recipe(tf32=True, cudnn_benchmark=True)):
+    assert (mm.fp32_precision, conv.fp32_precision) == ("tf32", "tf32") and torch.backends.cudnn.benchmark
+assert (mm.fp32_precision, conv.fp32_precision) == before and not torch.backends.cudnn.benchmark
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-1500:]

@@ -130,3 +130,18 @@ def test_weight_average_resumes_from_its_state_dict():
         avg.update_parameters(model)  # a second update averages (a fresh average would copy instead)
     torch.testing.assert_close(restored.module.weight, average.module.weight, rtol=0, atol=0)
     torch.testing.assert_close(restored.module.weight, model.weight - 0.5, rtol=0, atol=1e-6)
+
+
+def test_weight_average_averages_buffers_too():
+    """BatchNorm's running statistics are averaged like the weights; the step counter is copied."""
+    set_seed(0)
+    model = ConvNet(batchnorm=True).train()
+    avg = weight_average(model, 0.5)
+    model(torch.randn(8, 1, 28, 28))
+    avg.update_parameters(model)
+    first = model.norms[0].running_mean.clone()
+    model(torch.randn(8, 1, 28, 28))
+    avg.update_parameters(model)
+    torch.testing.assert_close(avg.module.norms[0].running_mean,
+                               0.5 * first + 0.5 * model.norms[0].running_mean)
+    assert avg.module.norms[0].num_batches_tracked == model.norms[0].num_batches_tracked == 2

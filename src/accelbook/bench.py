@@ -104,7 +104,9 @@ def tf32_mode(enabled: bool, backends=torch.backends) -> Iterator[None]:
     """Allow (or forbid) TF32 tensor cores for float32 matmuls (cuBLAS) and convolutions (cuDNN), then restore.
 
     The defaults differ (convolutions may use TF32 on Ampere and newer, matmuls may not), so every
-    float32 measurement sets both explicitly and says which mode it ran in.
+    float32 measurement sets both explicitly and says which mode it ran in. Do not call torch.compile
+    inside the block: with the new settings, `torch.get_float32_matmul_precision()` (which Inductor
+    reads) raises there.
     """
     switches, (on, off) = _tf32_switches(backends)
     before = [getattr(obj, name) for obj, name in switches]
@@ -146,7 +148,8 @@ def _matmul_call(a: torch.Tensor, b: torch.Tensor, fmt: str) -> Callable[[], tor
 def relative_error(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, rows: int = 4) -> float:
     """Relative Frobenius error of the first `rows` rows of `out` against a float64 a @ b, computed on the CPU.
 
-    On the CPU because some devices have no float64 (MPS refuses it); `rows` keeps the copy small.
+    On the CPU because some devices have no float64 (MPS refuses it). `rows` keeps A's rows few, but B
+    is copied whole (at n = 16,384 that is 1 GiB from the device and 2 GiB as float64).
     """
     ref = a[:rows].cpu().double() @ b.cpu().double()
     return ((out[:rows].cpu().double() - ref).norm() / ref.norm()).item()

@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from .bench import synchronize
+from .bench import synchronize, tf32_mode
 from .config import progress_bars
 from .data import mnist, mnist_tensors, mnist_transform, normalize
 from .formats import bf16_supported
@@ -173,14 +173,13 @@ def build(recipe: Recipe, device: torch.device, steps: int, seed: int):
 @contextlib.contextmanager
 def backend_settings(recipe: Recipe) -> Iterator[None]:
     """TF32 and cudnn.benchmark as the recipe says inside the block (explicitly off otherwise), then restore."""
-    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = recipe.tf32
+    saved = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = recipe.cudnn_benchmark
     try:
-        yield
+        with tf32_mode(recipe.tf32):  # the fp32_precision settings where torch has them
+            yield
     finally:
-        (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
-         torch.backends.cudnn.benchmark) = saved
+        torch.backends.cudnn.benchmark = saved
 
 
 def autocast(recipe: Recipe, device: torch.device):

@@ -28,6 +28,7 @@ class WeightAverage(nn.Module):
     counter lives on the host and is copied to the device (a blocking copy) on every update, so each
     training step would wait for the GPU. Here the count is a Python int and the update is one
     `torch._foreach_lerp_` over the floating-point tensors: nothing is copied to or read from the host.
+    Build it after `model.to(device)`: the average lives where the model is when it is made.
     """
 
     def __init__(self, model: nn.Module, decay: float = 0.999):
