@@ -51,6 +51,14 @@ FIGURES: dict[str, dict[str, tuple[str, str]]] = {
             "squares and triangles are matrix multiplications of growing size in each number format; black "
             "stars labelled conv1 to conv4 and fc are the CNN's layers; red diamonds are ReLU, max pool and "
             "the Adam step, far left on the bandwidth slope."),
+        "9479a38c": (
+            "The roofline redrawn with a third roof: the rate of the fastest layer, which every direct "
+            "convolution reached.",
+            "Log-log roofline plot, TFLOP/s against arithmetic intensity in FLOP per byte, with three roofs: "
+            "fp32 best matmul, bf16 best matmul and fp32 best of any kernel, the last between the other two. "
+            "Matmul points in fp32 and bf16, black stars for the layers conv1 to conv4 and fc, with conv2 to "
+            "conv4 above the fp32 matmul roof and at or under the new one, and red diamonds for ReLU, max "
+            "pool and the Adam step low on the bandwidth slope."),
     },
     "03_article_model": {
         "046f73e0": (
