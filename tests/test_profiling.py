@@ -14,7 +14,7 @@ from accelbook.data import mnist_tensors
 from accelbook.loaders import DeviceLoader
 from accelbook.models import ConvNet
 from accelbook.profiling import (PHASES, Sampler, activities, cpu_reader, endless, nvml_reader, predict_memory,
-                                 profile_training, ranges, step_budget, step_memory, trace_events)
+                                 profile_training, profiler_overhead, ranges, step_budget, step_memory, trace_events)
 from accelbook.seed import set_seed
 
 CPU = torch.device("cpu")
@@ -184,3 +184,13 @@ def test_step_budget_needs_a_step():
     model, loader, optimizer, loss_fn = _recipe(64)
     with pytest.raises(ValueError, match="steps"):
         step_budget(model, loader, optimizer, loss_fn, CPU, steps=0)
+
+
+def test_profiler_overhead_times_plain_and_recorded_steps_in_one_run():
+    model, loader, optimizer, loss_fn = _recipe(16, n=256)
+    result = profiler_overhead(model, loader, optimizer, loss_fn, CPU, steps=2, rounds=2, warmup=1)
+    assert result["steps"] == 4 and result["plain"] > 0 and result["profiled"] > 0
+    assert result["ratio"] == pytest.approx(result["profiled"] / result["plain"])
+    assert result["recorded_steps"] == 4  # the profiler saw the profiled steps, and only those
+    with pytest.raises(ValueError):
+        profiler_overhead(model, loader, optimizer, loss_fn, CPU, steps=0)

@@ -2,7 +2,8 @@
 
 - `train_step` runs one step in named phases (data, copy, forward, backward, optimizer), each a
   `torch.profiler.record_function` range; `step_budget` times those phases and, apart, whole steps.
-- `profile_training` runs `torch.profiler` over steps with a wait/warmup/active schedule.
+- `profile_training` runs `torch.profiler` over steps with a wait/warmup/active schedule;
+  `profiler_overhead` times steps with and without it in one run.
 - `trace_events` and `memory_curve` read the Chrome trace it exports.
 - `predict_memory` predicts parameters, gradients, Adam state and saved activations from shapes alone.
 - `Sampler` polls a reader (NVML's GPU utilisation, power and clocks, or this process's CPU use) in a
@@ -162,6 +163,43 @@ def profile_training(model: nn.Module, batches: Iterable, optimizer: torch.optim
             synchronize(device)
             prof.step()
     return prof
+
+
+def profiler_overhead(model: nn.Module, batches: Iterable, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
+                      device: torch.device, steps: int = 10, rounds: int = 3, warmup: int = 3,
+                      shapes: bool = True) -> dict:
+    """Median seconds of a training step without and with torch.profiler recording it, measured in one run.
+
+    Blocks of `steps` plain steps and `steps` recorded steps alternate `rounds` times (so a machine that
+    drifts affects both alike); every step is synchronised and timed the same way. The profiler's start,
+    stop and trace processing fall outside the timed steps: the ratio is the per-step recording cost.
+    """
+    if steps < 1 or rounds < 1:
+        raise ValueError(f"steps and rounds must be at least 1, got {steps} and {rounds}")
+    model.train()
+    stream = endless(batches)
+    for _ in range(warmup):
+        train_step(model, stream, optimizer, loss_fn, device)
+
+    def timed() -> list[float]:
+        out = []
+        for _ in range(steps):
+            synchronize(device)
+            start = time.perf_counter()
+            with record_function("train_step"):
+                train_step(model, stream, optimizer, loss_fn, device)
+            synchronize(device)
+            out.append(time.perf_counter() - start)
+        return out
+
+    plain, profiled, recorded = [], [], 0
+    for _ in range(rounds):
+        plain += timed()
+        with quiet_profiler_logs(), torch.profiler.profile(activities=activities(device), record_shapes=shapes) as prof:
+            profiled += timed()
+        recorded += sum(e.count for e in prof.key_averages() if e.key == "train_step")
+    p, q = statistics.median(plain), statistics.median(profiled)
+    return {"plain": p, "profiled": q, "ratio": q / p, "steps": steps * rounds, "recorded_steps": recorded}
 
 
 def trace_events(path: str | Path) -> list[dict]:
