@@ -282,3 +282,24 @@ def test_export_command_leaves_the_model_the_predictor_reads(data, tmp_path):
 def test_inference_command_errors_are_one_line():
     done = subprocess.run([sys.executable, "-m", "accelbook.inference", "--device", "tpu"], capture_output=True, text=True)
     assert done.returncode == 2 and "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_tensorrt_listed_but_falling_back_costs_no_row_and_is_noted(data, exported, tmp_path, monkeypatch):
+    """ONNX Runtime lists TensorRT without its libraries: that path is noted, the other rows are still timed."""
+    model, _, _ = exported
+    x = normalize(data.test_images[:256])
+    calibration = data.images[data.train_idx[:64]]
+    real = inference.ort_path
+
+    def ort_path(path, provider, *args):
+        if provider == inference.PROVIDERS["tensorrt"]:
+            raise inference.ProviderFallback("asked for TensorRT, ONNX Runtime created CUDA")
+        return real(path, provider, *args)
+
+    monkeypatch.setattr(inference, "tensorrt_unavailable", lambda device: None)  # as if listed
+    monkeypatch.setattr(inference, "ort_path", ort_path)
+    notes = {}
+    rows = inference.measure_paths(model, x, torch.device("cpu"), tmp_path, calibration, batches=(1,),
+                                   budget_s=0.0, compile_model=False, notes=notes)
+    assert {r["path"] for r in rows} >= {"eager", "ONNX Runtime (CPU)", "ONNX Runtime int8 (CPU)"}
+    assert "TensorRT not timed" in notes["tensorrt"] and "created CUDA" in notes["tensorrt"]

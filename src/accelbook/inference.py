@@ -370,14 +370,16 @@ def ort_path(path: str | Path, provider: str, images: torch.Tensor, device: torc
 
 def measure_paths(model: nn.Module, images: torch.Tensor, device: torch.device, folder: str | Path,
                   calibration: torch.Tensor, batches=BATCHES, budget_s: float = 1.0,
-                  compile_model: bool = True) -> list[dict]:
+                  compile_model: bool = True, notes: dict | None = None) -> list[dict]:
     """Every inference path on `device` over `batches`: one row per (path, batch), each path checked first.
 
     `images` are normalised float images on the CPU; `calibration` uint8 images for int8. Paths: eager
     PyTorch, torch.compile (and its CUDA-graph mode on CUDA), ONNX Runtime on the device's provider (I/O bound
     on a GPU), ONNX Runtime int8 on the CPU, and TensorRT through ONNX Runtime where it can run. Before timing,
     each path's logits on 256 images are compared with eager PyTorch's (int8: its predictions, 99 % agreement);
-    a path that disagrees, or an ONNX Runtime session that falls back to another provider, stops the run.
+    a path that disagrees, or an ONNX Runtime session that falls back to another provider, stops the run;
+    except TensorRT, which ONNX Runtime lists even without its libraries: why it was not timed goes to
+    `notes["tensorrt"]` (None when it was).
     """
     folder, device = Path(folder), torch.device(device)
     model = model.eval().to(device)
@@ -402,9 +404,15 @@ def measure_paths(model: nn.Module, images: torch.Tensor, device: torch.device, 
     if agree < 0.99:
         raise AssertionError(f"int8 predictions agree with eager PyTorch on only {agree:.1%} of 256 images")
     paths["ONNX Runtime int8 (CPU)"] = (ort_call(sess8, images), torch.device("cpu"), None)
-    if tensorrt_unavailable(device) is None:
-        name, call, diff = ort_path(fp32, PROVIDERS["tensorrt"], images, device, reference, folder, tol)
-        paths[name] = (call, device, diff)
+    trt_note = tensorrt_unavailable(device)
+    if trt_note is None:
+        try:
+            name, call, diff = ort_path(fp32, PROVIDERS["tensorrt"], images, device, reference, folder, tol)
+            paths[name] = (call, device, diff)
+        except ProviderFallback as err:  # listed by ONNX Runtime, but its libraries are missing
+            trt_note = f"TensorRT not timed: {err}"
+    if notes is not None:
+        notes["tensorrt"] = trt_note
     rows = []
     for name, (make, dev, diff) in paths.items():
         rows += [{"path": name, "max_abs_diff": diff, **row} for row in sweep(make, batches, dev, budget_s)]
@@ -461,17 +469,18 @@ def main(argv: list[str] | None = None) -> int:
               f"python -m accelbook.predict IMAGE --model {path}")
         return 0
     batches = BATCHES[:5] if args.quick else BATCHES
+    notes: dict = {}
     try:
         with tempfile.TemporaryDirectory() as folder:
             rows = measure_paths(trained.model, images, device, folder, data.images[data.train_idx[:512]], batches,
-                                 0.2 if args.quick else 1.0)
+                                 0.2 if args.quick else 1.0, notes=notes)
     except (ProviderFallback, AssertionError) as err:  # a path that is not what its row would say: no record
         print(f"{p.prog}: error: {err}", file=sys.stderr)
         return 2
     print(table(rows))
     if not args.no_record:
         record = {"provenance": provenance(device, argv, kind="inference"), "kind": "inference", "quick": args.quick,
-                  "test_accuracy": trained.test_accuracy, "tensorrt": tensorrt_unavailable(device),
+                  "test_accuracy": trained.test_accuracy, "tensorrt": notes.get("tensorrt"),
                   "timing": ("each call synchronised; ONNX Runtime on a GPU with I/O binding: inputs and outputs "
                              "in device memory, no host copies timed, as for PyTorch"), "rows": rows}
         print(f"wrote {save_record(record, args.out or default_path('inference', device))}")
