@@ -40,6 +40,8 @@ def synchronize(device: torch.device | str) -> None:
         torch.cuda.synchronize(device)
     elif device.type == "mps":
         torch.mps.synchronize()
+    elif device.type != "cpu":  # another backend that pick_device took from torch.accelerator (xpu, ...)
+        torch.accelerator.synchronize(device)
 
 
 def time_op(fn: Callable[[], object], device: torch.device | str, warmup: int = 3,
