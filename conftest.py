@@ -41,7 +41,18 @@ def nbval_requested(config) -> bool:
     return bool(config.getoption("nbval", default=False) or config.getoption("nbval_lax", default=False))
 
 
+def nbval_defaults(config) -> None:
+    """nbval's options for this book: the current environment's kernel and tests/nbval_sanitize.cfg."""
+    option = config.option
+    if not option.nbval_kernel_name:
+        option.nbval_current_env = True
+    if option.nbval_sanitize_with is None and not option.sanitize_with:
+        option.nbval_sanitize_with = str(ROOT / "tests" / "nbval_sanitize.cfg")
+
+
 def pytest_configure(config):
+    if config.pluginmanager.hasplugin("nbval"):
+        nbval_defaults(config)
     # Plain `pytest --nbval notebooks/` runs the quick profile, the one CI validates (minutes, not hours);
     # ACCELBOOK_QUICK=0 asks for the full profile. Set before any kernel starts, so every kernel inherits it.
     if nbval_requested(config):
