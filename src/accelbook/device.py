@@ -19,6 +19,16 @@ def _mps_available() -> bool:
     return bool(mps and mps.is_available())
 
 
+def accelerator() -> torch.device | None:
+    """torch.accelerator's device (PyTorch 2.6+) where one is usable here; else None, as on older torch."""
+    api = getattr(torch, "accelerator", None)
+    # is_available() first: current_accelerator() names the backend torch was built for even where
+    # no such device is usable (PyTorch 2.6's documentation said it raises there)
+    if api is None or not api.is_available():
+        return None
+    return api.current_accelerator()
+
+
 def available_kinds() -> list[str]:
     """Device kinds usable here, fastest first (always ends with 'cpu')."""
     kinds = []
@@ -26,21 +36,28 @@ def available_kinds() -> list[str]:
         kinds.append("cuda")
     if _mps_available():
         kinds.append("mps")
+    extra = accelerator()
+    if extra is not None and extra.type not in kinds:  # a backend the book does not name (xpu, ...)
+        kinds.insert(0, extra.type)
     return kinds + ["cpu"]
 
 
 def pick_device(prefer: str | None = None, verbose: bool = True) -> torch.device:
-    """Return the device to use: `prefer`, else $ACCELBOOK_DEVICE, else the fastest available.
+    """Return the device to use: `prefer`, else $ACCELBOOK_DEVICE, else torch.accelerator's, else the fastest.
 
     Raises ValueError for an unknown kind and RuntimeError for a kind this machine lacks.
     """
     choice = (prefer or os.environ.get(DEVICE_ENV) or "auto").strip().lower()
     kind, _, index = choice.partition(":")
-    if kind not in KINDS + ("auto",):
-        raise ValueError(f"unknown device {choice!r}: use one of auto, cuda, cuda:N, mps, cpu")
     here = available_kinds()
+    if kind not in KINDS + ("auto",) and kind not in here:
+        raise ValueError(f"unknown device {choice!r}: use one of auto, cuda, cuda:N, mps, cpu")
     if kind == "auto":
-        kind, why = here[0], "fastest available"
+        auto = accelerator()  # None without one, or on torch < 2.6: then the explicit list decides
+        if auto is not None:
+            kind, why = auto.type, "torch.accelerator's choice"
+        else:
+            kind, why = here[0], "fastest available"
     elif kind not in here:
         raise RuntimeError(
             f"device {choice!r} was asked for but is not available here (available: {', '.join(here)}); "
@@ -70,6 +87,9 @@ def device_name(device: torch.device) -> str:
         return torch.cuda.get_device_name(device)
     if device.type == "mps":
         return f"Apple GPU (MPS) on {platform.machine()}"
+    if device.type != "cpu":  # another torch.accelerator backend (xpu, ...): its module may name it
+        name = getattr(getattr(torch, device.type, None), "get_device_name", None)
+        return name(device) if name else f"{device.type} device"
     return f"CPU {platform.machine()}, {os.cpu_count()} logical cores, {torch.get_num_threads()} torch threads"
 
 
