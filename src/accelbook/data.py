@@ -1,4 +1,4 @@
-"""MNIST from one dataset root, with errors a reader can act on."""
+"""The book's data sets from one dataset root (MNIST; Tiny Shakespeare for chapter 10), with errors a reader can act on."""
 
 from __future__ import annotations
 
@@ -124,3 +124,90 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
     if x.dim() == 3:
         x = x.unsqueeze(1)
     return x.sub_(MEAN).div_(STD)
+
+
+# Tiny Shakespeare (chapter 10): karpathy/char-rnn's data/tinyshakespeare/input.txt, which nanoGPT's
+# shakespeare_char preparation downloads; found at <root>/tinyshakespeare/input.txt.
+SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+
+
+def shakespeare_path(root: str | Path | None = None) -> Path:
+    """Where the corpus lives under the dataset root: <root>/tinyshakespeare/input.txt."""
+    return Path(root if root is not None else data_root()).expanduser() / "tinyshakespeare" / "input.txt"
+
+
+def verify_shakespeare(path: Path) -> None:
+    """Raise CorruptDatasetError unless the file's SHA-256 is Tiny Shakespeare's."""
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != SHAKESPEARE_SHA256:
+        raise CorruptDatasetError(
+            f"{path} is not Tiny Shakespeare (SHA-256 {digest}, expected {SHAKESPEARE_SHA256}): delete it "
+            f"and fetch the corpus again.")
+
+
+def shakespeare(root: str | Path | None = None, download: bool = True) -> str:
+    """Tiny Shakespeare's text from the dataset root, downloaded (and checked) only when absent."""
+    path = shakespeare_path(root)
+    if not path.is_file():
+        if not download:
+            raise DatasetNotFoundError(
+                f"Tiny Shakespeare not found: {path} is missing. Put input.txt (SHA-256 {SHAKESPEARE_SHA256}) "
+                f"there, or set {DATA_ENV} to the folder that holds tinyshakespeare/.")
+        download_shakespeare(path)
+    verify_shakespeare(path)
+    return path.read_text(encoding="utf-8")
+
+
+def download_shakespeare(path: Path) -> None:
+    """Fetch the corpus to path, keeping it only if its SHA-256 matches; one message when offline."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(SHAKESPEARE_URL, timeout=30) as response:
+            body = response.read()
+    except Exception as err:  # offline, proxy, server down
+        raise DatasetNotFoundError(
+            f"Tiny Shakespeare is not at {path} and downloading it failed ({err}). Without internet, copy "
+            f"input.txt (SHA-256 {SHAKESPEARE_SHA256}) there, or set {DATA_ENV} to the folder that holds "
+            f"tinyshakespeare/.") from None
+    if hashlib.sha256(body).hexdigest() != SHAKESPEARE_SHA256:
+        raise CorruptDatasetError(f"the download from {SHAKESPEARE_URL} does not match SHA-256 {SHAKESPEARE_SHA256}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(body)
+
+
+class CharCodec:
+    """Characters as tokens: the sorted distinct characters of a text, each an index."""
+
+    def __init__(self, text: str):
+        self.chars = sorted(set(text))
+        self.index = {c: i for i, c in enumerate(self.chars)}
+
+    def __len__(self) -> int:
+        return len(self.chars)
+
+    def encode(self, text: str) -> torch.Tensor:
+        """A string to an int64 tensor of token indices (an unknown character raises KeyError)."""
+        return torch.tensor([self.index[c] for c in text], dtype=torch.long)
+
+    def decode(self, tokens) -> str:
+        """Token indices back to the string."""
+        return "".join(self.chars[int(t)] for t in tokens)
+
+
+def split_tokens(tokens: torch.Tensor, train_fraction: float = 0.9) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first train_fraction of the tokens and the rest, as nanoGPT's shakespeare_char splits them."""
+    cut = int(len(tokens) * train_fraction)
+    return tokens[:cut], tokens[cut:]
+
+
+def token_batch(tokens: torch.Tensor, block_size: int, batch_size: int,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """batch_size random windows of block_size tokens and the same windows shifted by one (the targets)."""
+    if len(tokens) <= block_size:
+        raise ValueError(f"{len(tokens)} tokens cannot give a window of {block_size} and its next token")
+    starts = torch.randint(len(tokens) - block_size, (batch_size,), generator=generator)
+    offsets = torch.arange(block_size)
+    x = tokens[starts[:, None] + offsets]
+    return x, tokens[starts[:, None] + offsets + 1]
