@@ -25,3 +25,86 @@ def test_fit_refuses_rows_without_or_with_mixed_rank_counts():
         scaling.fit_ring(rows[:2] + synthetic_rows(8, 20.0, 3e-6)[2:])
     with pytest.raises(ValueError, match="at least 2 ranks"):
         scaling.fit_ring(synthetic_rows(1, 20.0, 3e-6))
+
+
+# The two-level model (issue 21, item 14): NVLink inside a node of 8 GPUs, one network link per GPU across nodes.
+
+MB = 1.04e6  # about this chapter's CNN's gradients
+
+
+def no_latency(fabric: "scaling.Fabric") -> "scaling.Fabric":
+    """The same fabric with every latency set to zero, so that only the bytes and bandwidths count."""
+    return scaling.Fabric(fabric.name, fabric.gpus_per_node, fabric.intra_gbs, fabric.inter_gbs, 0.0, 0.0, 0.0)
+
+
+def test_a_dgx_h100_like_cluster_has_8_gpus_on_nvlink_and_one_400_gbps_nic_each():
+    f = scaling.H100_SXM_NDR
+    assert f.gpus_per_node == 8
+    assert f.intra_gbs == scaling.LINKS["NVLink 4 (H100/H200 SXM)"]["gbs"] == 450.0
+    assert f.inter_gbs == scaling.LINKS["InfiniBand NDR (400 Gb/s)"]["gbs"] == 50.0
+
+
+@pytest.mark.parametrize("n", [2, 4, 8])
+def test_gpus_within_one_node_use_nvlink_only(n):
+    f = scaling.H100_SXM_NDR
+    expected = f.call_s + scaling.ring_allreduce_s(MB, n, f.intra_gbs, f.intra_step_s)
+    assert scaling.allreduce_s(MB, n, f) == pytest.approx(expected)
+    # a network a thousand times slower changes nothing while every GPU is in one node
+    slow_net = scaling.Fabric(f.name, 8, f.intra_gbs, f.inter_gbs / 1000, f.intra_step_s, f.inter_step_s * 1000,
+                              f.call_s)
+    assert scaling.allreduce_s(MB, n, slow_net) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("n", [16, 64, 1024])
+def test_across_nodes_the_network_bounds_the_time_not_nvlink(n):
+    f = no_latency(scaling.H100_SXM_NDR)
+    nodes = n // 8
+    network = 2 * (nodes - 1) / nodes * (1e9 / 8) / (f.inter_gbs * 1e9)  # each NIC's share of 1 GB, both phases
+    t = scaling.allreduce_s(1e9, n, f)
+    assert t >= network
+    # slower than one NVLink ring over all n GPUs would be (the model this replaces)
+    assert t > scaling.ring_allreduce_s(1e9, n, f.intra_gbs)
+    # infinitely fast NVLink leaves exactly the network's time; a faster network shortens it
+    instant_nvlink = scaling.Fabric("", 8, 1e12, f.inter_gbs, 0.0, 0.0, 0.0)
+    assert scaling.allreduce_s(1e9, n, instant_nvlink) == pytest.approx(network, rel=1e-3)
+    faster_net = scaling.Fabric("", 8, f.intra_gbs, 2 * f.inter_gbs, 0.0, 0.0, 0.0)
+    assert scaling.allreduce_s(1e9, n, faster_net) < t
+
+
+def test_time_grows_with_nodes_towards_a_bandwidth_limit():
+    f = scaling.H100_SXM_NDR
+    ns = [8 * 2 ** i for i in range(8)]  # 8 .. 1024 GPUs, whole nodes
+    times = [scaling.allreduce_s(MB, n, f) for n in ns]
+    assert all(a < b for a, b in zip(times, times[1:]))
+    # without latency the time approaches 2(g-1)/g B/NVLink + 2 B/(g x network) from below
+    g, bare = 8, no_latency(f)
+    limit = 2 * (g - 1) / g * 1e9 / (f.intra_gbs * 1e9) + 2 * 1e9 / (g * f.inter_gbs * 1e9)
+    bare_times = [scaling.allreduce_s(1e9, n, bare) for n in ns + [8 * 2 ** 20]]
+    assert all(t < limit for t in bare_times) and bare_times[-1] == pytest.approx(limit, rel=1e-5)
+
+
+def test_latency_steps_ring_grows_with_n_tree_and_nvls_with_log_n():
+    # (steps over NVLink, steps over the network) for one all-reduce, as NCCL's tuner counts them
+    assert scaling.latency_steps("ring", 8, 8) == (14, 0)
+    assert scaling.latency_steps("ring", 1024, 8) == (2 * 1023 - 2 * 127, 2 * 127)
+    assert scaling.latency_steps("two-level ring", 1024, 8) == (14, 2 * 127)
+    assert scaling.latency_steps("tree", 1024, 8) == (14, 2 * 7)
+    assert scaling.latency_steps("nvls tree", 1024, 8) == (1, 2 * 7)
+    for algorithm in ("tree", "nvls tree"):  # doubling the nodes adds one level up and one down
+        assert sum(scaling.latency_steps(algorithm, 2048, 8)) - sum(scaling.latency_steps(algorithm, 1024, 8)) == 2
+    assert sum(scaling.latency_steps("ring", 2048, 8)) - sum(scaling.latency_steps("ring", 1024, 8)) == 2048
+
+
+def test_partial_nodes_and_unknown_algorithms_are_refused():
+    with pytest.raises(ValueError, match="whole nodes"):
+        scaling.allreduce_s(MB, 12, scaling.H100_SXM_NDR)
+    with pytest.raises(ValueError, match="algorithm"):
+        scaling.latency_steps("butterfly", 16, 8)
+
+
+def test_step_and_efficiency_take_the_modelled_communication_time():
+    comm = scaling.allreduce_s(MB, 1024, scaling.H100_SXM_NDR)
+    assert scaling.step_s(1e-3, comm) == pytest.approx(1e-3 + comm)
+    assert scaling.step_s(1e-3, comm, overlap=1.0) == pytest.approx(1e-3 + max(0.0, comm - 1e-3))
+    assert scaling.efficiency(1e-3, comm) == pytest.approx(1e-3 / (1e-3 + comm))
+    assert scaling.efficiency(1e-3, 0.0) == 1.0
