@@ -143,3 +143,25 @@ def test_every_unmatched_name_has_a_reason():
     assert no_row_reason("NVIDIA H200") is None
     assert "PCIe" in no_row_reason("NVIDIA H100 PCIe") and "SXM" in no_row_reason("NVIDIA H100 NVL")
     assert "not in the book's datasheet table" in no_row_reason("NVIDIA GeForce RTX 3060")
+
+
+def test_the_ladder_refuses_bf16_on_a_t4_and_offers_fp16(capability, monkeypatch):
+    from accelbook import ladder
+    from accelbook.recipes import Recipe, Result, unsupported
+
+    capability((7, 5))
+    assert "fp16" in unsupported(Recipe(precision="bf16"), CUDA)
+    ran = []
+    monkeypatch.setattr(ladder, "check_change", lambda before, after, kind, *a, **k: {"kind": kind, "ok": True, "max_diff": 0.0})
+    monkeypatch.setattr(ladder, "train_recipe", lambda recipe, *a, **k: ran.append(recipe) or Result(
+        wall_s=100.0 - len(ran), warmup_s=0.1, steady_images_per_s=1.0, epoch_s=1.0, steps=1, test_accuracy=0.99,
+        val_accuracy=0.99))
+    mixed = next(i for i, r in enumerate(ladder.RUNGS) if r.name == "mixed precision")
+    rows = ladder.climb(CUDA, None, rungs=[0, mixed], log=lambda *a: None)
+    assert rows[1].skipped is None and rows[1].recipe.precision == "fp16" and rows[1].check["kind"] == "fp16"
+    assert ladder.fastest_for(CUDA).precision == "fp16"
+    rows = ladder.climb(CUDA, None, rungs=[0, mixed], log=lambda *a: None, precision="bf16")  # --precision bf16
+    assert "fp16" in rows[1].skipped
+    assert ladder.parser().parse_args(["--precision", "fp16"]).precision == "fp16"
+    capability((8, 0))
+    assert ladder.fastest_for(CUDA).precision == "bf16" and ladder.mixed_precision(CUDA) == "bf16"

@@ -11,7 +11,8 @@ import torch
 
 from accelbook import ladder
 from accelbook.ladder import FASTEST, RUNGS, keep, parse_rungs
-from accelbook.recipes import Data, Recipe, bf16_supported, check_change, train_recipe, unsupported
+from accelbook.recipes import (Data, Recipe, Result, bf16_supported, check_change, make_loader, train_recipe,
+                               unsupported)
 
 CPU = torch.device("cpu")
 
@@ -63,7 +64,7 @@ def test_bf16_gate_uses_the_compute_capability_not_emulation(monkeypatch, capabi
 
 def test_a_recipe_trains_and_is_timed_honestly(data):
     result = train_recipe(replace(FASTEST, epochs=1.0, train_images="split"), CPU, data, seed=0, record_losses=3)
-    assert result.steps == -(-len(data.train_idx) // 256)
+    assert result.steps == len(data.train_idx) // 256  # full batches only
     assert 0 < result.warmup_s < result.wall_s and result.steady_images_per_s > 0
     assert result.test_accuracy > 0.5 and result.val_accuracy is not None and result.energy_j is None
     assert len(result.losses) == 3 and result.losses[-1] < result.losses[0]
@@ -162,3 +163,137 @@ print("ok")
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-1500:]
+
+
+class CudaScalarDivision(torch.overrides.TorchFunctionMode):
+    """CUDA's arithmetic for a float tensor divided by a Python number: a multiply by the float32 reciprocal.
+
+    ATen's div_true_kernel_cuda computes `a * (1 / b)` when b is a CPU scalar ("may lose one bit of
+    precision compared to computing the division"); the CPU divides. Inside `host()` the CPU's division runs.
+    """
+
+    DIVISIONS = {torch.Tensor.div, torch.Tensor.div_, torch.div, torch.true_divide, torch.Tensor.true_divide,
+                 torch.Tensor.true_divide_, torch.Tensor.__truediv__, torch.Tensor.__itruediv__}
+    INPLACE = {torch.Tensor.div_, torch.Tensor.true_divide_, torch.Tensor.__itruediv__}
+
+    def __init__(self):
+        super().__init__()
+        self.on_host = 0
+
+    def host(self, fn, *args):
+        """Call fn(*args) as the host computes it (true division): a DataLoader's per-image work."""
+        self.on_host += 1
+        try:
+            return fn(*args)
+        finally:
+            self.on_host -= 1
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if (func in self.DIVISIONS and not self.on_host and len(args) == 2 and isinstance(args[1], (int, float))
+                and isinstance(args[0], torch.Tensor) and args[0].dtype == torch.float32 and not kwargs):
+            inverse = (torch.ones((), dtype=torch.float32) / torch.tensor(args[1], dtype=torch.float32)).item()
+            return args[0].mul_(inverse) if func in self.INPLACE else args[0].mul(inverse)
+        return func(*args, **kwargs)
+
+
+def test_the_data_path_check_holds_under_cudas_scalar_division(data, monkeypatch):
+    from torchvision.datasets import MNIST
+
+    mode = CudaScalarDivision()
+    pixels = torch.arange(256, dtype=torch.float32)
+    with mode:
+        emulated = pixels / 255
+    assert (emulated != pixels / 255).any()  # the emulation differs from true division for some pixel values
+    real = MNIST.__getitem__
+    monkeypatch.setattr(MNIST, "__getitem__", lambda self, i: mode.host(real, self, i))
+    first = data.train_idx[:256]
+    with mode:  # the batches the exact check feeds both recipes must be the same numbers, bit for bit
+        batches = [next(iter(make_loader(Recipe(loader=path), data, CPU, seed=0, index=first, shuffle=False)))
+                   for path in ("dataloader", "device")]
+        result = check_change(Recipe(), Recipe(loader="device"), "exact", CPU, data, steps=3)
+    (x_loader, y_loader), (x_device, y_device) = batches
+    assert torch.equal(y_loader, y_device) and torch.equal(x_loader, x_device)
+    assert result["ok"] and result["max_diff"] == 0.0, result
+
+
+@pytest.mark.parametrize("loader", ["dataloader", "device"])
+def test_the_training_loader_yields_only_full_batches(data, loader):
+    assert len(data.train_idx) % 256  # this subset has a partial last batch to drop
+    batches = make_loader(Recipe(loader=loader, batch_size=256), data, CPU, seed=0)
+    sizes = [len(labels) for _, labels in batches]
+    assert sizes == [256] * (len(data.train_idx) // 256) and len(batches) == len(sizes)
+
+
+def test_a_compiled_rung_pays_its_compilation_in_the_timed_run(data, monkeypatch):
+    from torch._dynamo.utils import counters
+
+    compile_ = torch.compile  # Dynamo's tracing and caches as in the ladder; the eager backend keeps the test fast
+    monkeypatch.setattr(torch, "compile", lambda model, mode=None, **kw: compile_(model, backend="eager"))
+    compiled = Recipe(model="small", loader="device", batch_size=256, epochs=0.5, compile="default")
+    check_change(replace(compiled, compile=""), compiled, "fp32", CPU, data, steps=2)  # compiles SmallNet first
+    before = counters["stats"]["unique_graphs"]
+    result = train_recipe(compiled, CPU, data, seed=0)
+    assert result.steps < len(data.train_idx) // 256  # no partial batch: a recompilation could not explain it
+    assert counters["stats"]["unique_graphs"] > before
+
+
+def _fake_run(val: float, test: float, wall: float) -> Result:
+    return Result(wall_s=wall, warmup_s=0.1, steady_images_per_s=1000.0, epoch_s=1.0, steps=10,
+                  test_accuracy=test, val_accuracy=val)
+
+
+def test_keep_decides_on_validation_accuracy(monkeypatch):
+    # rung 1 is faster; its validation accuracy holds while its test accuracy drops: validation must decide
+    runs = iter([_fake_run(val=0.990, test=0.990, wall=100.0), _fake_run(val=0.991, test=0.900, wall=50.0),
+                 _fake_run(val=0.900, test=0.995, wall=40.0)])
+    monkeypatch.setattr(ladder, "check_change", lambda *a, **k: {"kind": "exact", "ok": True, "max_diff": 0.0})
+    monkeypatch.setattr(ladder, "train_recipe", lambda *a, **k: next(runs))
+    rows = ladder.climb(CPU, None, rungs=[0, 1, 2], log=lambda *a: None)
+    assert [r.kept for r in rows] == [True, True, False]
+    rec = ladder.record(rows, CPU, [], quick=True)
+    assert "test_accuracy" not in rec["rungs"][1] and rec["rungs"][1]["val_accuracy"] == 0.991
+    assert rec["top"]["rung"] == RUNGS[1].name and rec["top"]["test_accuracy"] == 0.900  # reported once
+
+
+def test_backend_settings_start_from_pytorchs_defaults_and_let_compile_read_tf32():
+    """Rungs run under PyTorch's defaults (cuDNN TF32 on, matmuls full precision); with TF32 on, the matmul
+    precision Inductor reads stays readable (setting only cuda.matmul.fp32_precision makes it raise)."""
+    script = """
+import torch
+from accelbook.recipes import Recipe, backend_settings
+b = torch.backends
+names = [(b.cuda.matmul, "fp32_precision"), (b.mkldnn.matmul, "fp32_precision"), (b.cudnn.conv, "fp32_precision")]
+before = [getattr(o, n) for o, n in names]
+b.cudnn.conv.fp32_precision = "ieee"  # whatever the process set before, the ladder starts from the defaults
+with backend_settings(Recipe()):
+    assert b.cudnn.conv.fp32_precision == "tf32" and torch.get_float32_matmul_precision() == "highest"
+with backend_settings(Recipe(tf32=True)):
+    assert b.cudnn.conv.fp32_precision == "tf32" and b.cuda.matmul.fp32_precision == "tf32"
+    assert torch.get_float32_matmul_precision() == "high"
+assert b.cudnn.conv.fp32_precision == "ieee"
+b.cudnn.conv.fp32_precision = before[2]
+assert [getattr(o, n) for o, n in names] == before, [getattr(o, n) for o, n in names]
+print("ok")
+"""
+    if not hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+        pytest.skip("this torch has only the allow_tf32 flags")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-1500:]
+
+
+def test_the_race_warms_up_untimed_and_runs_each_seed(data):
+    runs = ladder.race(CPU, data, seeds=[0])
+    assert {k: len(v) for k, v in runs.items()} == {"anchor (re-implemented)": 1, "book's fastest": 1}
+    assert all(r["wall_s"] > 0 and 0 <= r["test_accuracy"] <= 1 for v in runs.values() for r in v)
+
+
+def test_the_fp16_check_starts_from_a_settled_loss_scale(data, monkeypatch):
+    """GradScaler skips the steps whose scaled gradients overflow while its scale settles; the check must not
+    read those skipped steps as a difference. The fp16 path runs here on the CPU (autocast + GradScaler), with a
+    starting scale so high that the first steps would all overflow."""
+    scaler = torch.amp.GradScaler
+    monkeypatch.setattr(torch.amp, "GradScaler", lambda device, **kw: scaler(device, init_scale=2.0**40))
+    before = Recipe(model="small", loader="device", batch_size=64)
+    result = check_change(before, replace(before, precision="fp16"), "fp16", CPU, data, steps=3)
+    assert result["ok"] and result["max_diff"] > 0, result

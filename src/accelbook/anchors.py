@@ -15,7 +15,7 @@ over 30 seeds in 0.762 s on a GTX 1660 Ti laptop GPU. What it describes, and wha
 
 This is the book's own code written from that description (the model is `SmallNet(c1=24)`, which is the
 same layer stack); any difference from the original is ours. The chapter runs it beside the book's
-recipe, on the same machine, in the same session.
+recipe, on the same machine, in the same session, under the same backend settings (`ladder.race`).
 """
 
 from __future__ import annotations

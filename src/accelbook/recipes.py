@@ -4,6 +4,12 @@ A `Recipe` holds every knob of a run (model, data path, batch, schedule, memory 
 backend flags, fused optimizer, compilation, CUDA graphs). `train_recipe` trains one on a device and
 reports its wall time, steady-state throughput, accuracy and (with NVML) energy. `check_change`
 compares the first steps of two recipes on the same batches, so a rung is checked before it is timed.
+
+Both data paths normalise on the device with `data.normalize`, so they compute the same numbers on
+every device: CUDA divides by a Python scalar as a multiply by its float32 reciprocal (one ulp off
+true division for many pixel values), so a host-side `Normalize` and a device-side one differ there.
+Training batches are full batches only (the partial last batch is dropped): every step has one
+shape, so `torch.compile` does not recompile and CUDA graphs can replay.
 """
 
 from __future__ import annotations
@@ -17,9 +23,9 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from .bench import synchronize, tf32_mode
+from .bench import synchronize
 from .config import progress_bars
-from .data import mnist, mnist_tensors, mnist_transform, normalize
+from .data import mnist, mnist_tensors, normalize
 from .formats import bf16_supported
 from .loaders import DeviceLoader, train_val_split
 from .models import ConvNet, SmallNet
@@ -31,8 +37,9 @@ MODELS: dict[str, Callable[[], nn.Module]] = {
     "small": SmallNet,                      # right-sized: 16 and 32 channels, 256 hidden units
     "anchor": lambda: SmallNet(c1=24),      # the public anchor's layer stack (accelbook.anchors), for tuning
 }
-# How close the first steps' losses of a rung must stay to the previous rung's, by the kind of change.
-TOLERANCE = {"exact": 0.0, "fp32": 1e-4, "bf16": 5e-2, "recipe": None}
+# How close the first steps' losses of a rung must stay to the previous rung's, by the kind of change: the same
+# arithmetic ("exact"), round-off of float32, of fp16 (10-bit mantissa) or of bf16 (7-bit), a new recipe (None).
+TOLERANCE = {"exact": 0.0, "fp32": 1e-4, "fp16": 1e-2, "bf16": 5e-2, "recipe": None}
 
 
 @dataclass(frozen=True)
@@ -40,7 +47,7 @@ class Recipe:
     """Every knob of one training run; a rung of the ladder changes one of them (or one related group)."""
 
     model: str = "convnet"          # a key of MODELS
-    loader: str = "dataloader"      # "dataloader" (PIL + transforms, the article's) or "device" (chapter 4's)
+    loader: str = "dataloader"      # "dataloader" (PIL images one by one, the article's) or "device" (chapter 4's)
     batch_size: int = 64
     epochs: float = 10.0            # fractional epochs stop part-way through the last one
     lr: float = 1e-3
@@ -48,9 +55,9 @@ class Recipe:
     schedule: str = "constant"      # or "onecycle" (peak `lr`, no momentum cycling)
     channels_last: bool = False
     precision: str = "fp32"         # "bf16" or "fp16": autocast (fp16 also scales the loss)
-    tf32: bool = False              # CUDA: TF32 tensor cores for fp32 matmuls and convolutions
+    tf32: bool = False              # CUDA: TF32 for fp32 matmuls too (PyTorch's default: convolutions only)
     cudnn_benchmark: bool = False   # CUDA: time cuDNN's algorithms on the first call of each shape
-    fused: bool = False             # fused Adam (one kernel per step for all parameters)
+    fused: bool = False             # fused Adam; else PyTorch's default (foreach on CUDA, a for-loop on CPU)
     compile: str = ""               # "" or a torch.compile mode ("default", "max-autotune-no-cudagraphs", ...)
     cuda_graphs: bool = False       # CUDA: torch.compile(mode="reduce-overhead"), which replays CUDA graphs
     train_images: str = "split"     # "split": the 55,000 of chapter 4's split; "all": all 60,000
@@ -70,7 +77,7 @@ FAST = Recipe(loader="device", batch_size=256, schedule="onecycle", lr=1e-2, epo
 class Result:
     """What one training run of a recipe measured."""
 
-    wall_s: float                   # from building the model to a trained, evaluated model (compile included)
+    wall_s: float                   # from building the loader and model to the test accuracy (compile included)
     warmup_s: float                 # the first steps (allocation, autotuning, compilation)
     steady_images_per_s: float      # after the warm-up, synchronised at both ends
     epoch_s: float                  # one epoch at the steady rate
@@ -94,7 +101,7 @@ def unsupported(recipe: Recipe, device: torch.device) -> str | None:
     if recipe.precision == "fp16" and not cuda:
         return "skipped: fp16 training with GradScaler needs CUDA"
     if recipe.precision == "bf16" and cuda and not bf16_supported(device):
-        return "skipped: this GPU has no native bf16 (compute capability < 8.0); use fp16"
+        return "skipped: this GPU has no native bf16 (compute capability < 8.0); use fp16 (--precision fp16)"
     if recipe.fused and device.type not in ("cuda", "cpu", "mps"):
         return f"skipped: fused Adam is not available on {device.type}"
     if recipe.model not in MODELS:
@@ -133,18 +140,58 @@ class Data:
         return self.all_index() if recipe.train_images == "all" else self.train_idx
 
 
+class OnDevice:
+    """A DataLoader's uint8 batches, copied to `device` and normalised there, as `DeviceLoader` does it."""
+
+    def __init__(self, loader, device: torch.device):
+        self.loader, self.device = loader, torch.device(device)
+
+    def __len__(self) -> int:
+        """Batches per epoch."""
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(normalised float images, labels) on the device, one batch at a time."""
+        for images, labels in self.loader:
+            yield normalize(images.to(self.device, non_blocking=True)), labels.to(self.device, non_blocking=True)
+
+
 def make_loader(recipe: Recipe, data: Data, device: torch.device, seed: int, index: torch.Tensor | None = None,
                 shuffle: bool = True):
-    """Training batches for `recipe` (of `index`, default its training images): DataLoader or device-resident."""
+    """Training batches for `recipe` (of `index`, default its training images): full batches only, normalised on `device`.
+
+    The "dataloader" path converts PIL images one by one in a DataLoader (uint8, `PILToTensor`) and
+    normalises each batch on the device with the same function as the "device" path.
+    """
     index = data.train_index(recipe) if index is None else index
     if recipe.loader == "device":
         return DeviceLoader(data.images[index], data.labels[index], recipe.batch_size, device, shuffle=shuffle,
-                            seed=seed)
+                            drop_last=True, seed=seed)
     from torch.utils.data import DataLoader, Subset
+    from torchvision import transforms
 
-    dataset = Subset(mnist(train=True, transform=mnist_transform()), index.tolist())
-    return DataLoader(dataset, batch_size=recipe.batch_size, shuffle=shuffle,
-                      generator=torch.Generator().manual_seed(seed) if shuffle else None)
+    dataset = Subset(mnist(train=True, transform=transforms.PILToTensor()), index.tolist())
+    return OnDevice(DataLoader(dataset, batch_size=recipe.batch_size, shuffle=shuffle, drop_last=True,
+                               generator=torch.Generator().manual_seed(seed) if shuffle else None), device)
+
+
+def adam_implementation(recipe: Recipe, device: torch.device) -> str:
+    """Which Adam runs: "fused" (asked), else PyTorch's default: "foreach" on CUDA, "for-loop" on a CPU."""
+    if recipe.fused:
+        return "fused"
+    return {"cuda": "foreach", "cpu": "for-loop"}.get(torch.device(device).type, "default")
+
+
+def fresh_compilation(recipe: Recipe) -> None:
+    """Forget what Dynamo compiled in this process, so a compiled recipe pays its own compilation.
+
+    `torch._dynamo.reset()` clears the in-memory caches (an earlier model of the same class would
+    otherwise reuse their code). Inductor's on-disk caches (FX graphs, AOTAutograd, compiled kernels, in
+    the system's temp folder) survive it: a repeat run there still skips part of the work a first ever
+    compilation does.
+    """
+    if recipe.compile or recipe.cuda_graphs:
+        torch._dynamo.reset()
 
 
 def build(recipe: Recipe, device: torch.device, steps: int, seed: int):
@@ -170,16 +217,40 @@ def build(recipe: Recipe, device: torch.device, steps: int, seed: int):
     return model, forward, optimizer, schedule, scaler
 
 
+def _conv_tf32_switch(backends) -> tuple[object, str, object]:
+    """The (object, attribute, 'allowed' value) that lets cuDNN convolutions use TF32: the fp32_precision setting where torch has it."""
+    conv = getattr(backends.cudnn, "conv", None)
+    if hasattr(conv, "fp32_precision"):
+        return conv, "fp32_precision", "tf32"
+    return backends.cudnn, "allow_tf32", True
+
+
 @contextlib.contextmanager
-def backend_settings(recipe: Recipe) -> Iterator[None]:
-    """TF32 and cudnn.benchmark as the recipe says inside the block (explicitly off otherwise), then restore."""
-    saved = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = recipe.cudnn_benchmark
+def backend_settings(recipe: Recipe, backends=torch.backends) -> Iterator[None]:
+    """PyTorch's default float32 settings, TF32 matmuls if the recipe asks, and its cudnn.benchmark; restored after.
+
+    PyTorch's defaults: cuDNN may run float32 convolutions in TF32 (on Ampere and newer), float32 matmuls
+    stay in full precision (`torch.get_float32_matmul_precision() == "highest"`). A recipe with `tf32`
+    sets the matmul precision to "high" (TF32) with `torch.set_float32_matmul_precision`, which keeps
+    the precision Inductor reads consistent, so `torch.compile` works inside the block.
+    """
+    conv, name, allowed = _conv_tf32_switch(backends)
+    mm = [(obj, "fp32_precision") for obj in (backends.cuda.matmul, getattr(backends.mkldnn, "matmul", None))
+          if hasattr(obj, "fp32_precision")]
+    saved = (backends.cudnn.benchmark, getattr(conv, name), [getattr(o, a) for o, a in mm],
+             None if mm else torch.get_float32_matmul_precision())
+    backends.cudnn.benchmark = recipe.cudnn_benchmark
+    setattr(conv, name, allowed)
+    torch.set_float32_matmul_precision("high" if recipe.tf32 else "highest")
     try:
-        with tf32_mode(recipe.tf32):  # the fp32_precision settings where torch has them
-            yield
+        yield
     finally:
-        torch.backends.cudnn.benchmark = saved
+        backends.cudnn.benchmark = saved[0]
+        setattr(conv, name, saved[1])
+        for (obj, attr), value in zip(mm, saved[2]):
+            setattr(obj, attr, value)
+        if saved[3] is not None:
+            torch.set_float32_matmul_precision(saved[3])
 
 
 def autocast(recipe: Recipe, device: torch.device):
@@ -240,12 +311,13 @@ def train_recipe(recipe: Recipe, device: torch.device, data: Data, seed: int = 0
     """Train `recipe` on `device` from `seed`; time it honestly; evaluate it on validation and test.
 
     `wall_s` runs from building the loader and the model to the test accuracy (compilation and warm-up
-    included). The steady rate is timed between two synchronisations after the first
-    `max(1, steps // 10)` steps (at most 20), so warm-up and compilation stay out of it.
-    `sampler_read` (e.g. `profiling.nvml_reader()`) samples power during the run for `energy_j`.
+    included; a compiled recipe starts from `fresh_compilation`). The steady rate is timed between two
+    synchronisations after the first `max(1, steps // 10)` steps, at most 20, so warm-up and
+    compilation stay out of it. `sampler_read` (e.g. `profiling.nvml_reader()`) samples power for `energy_j`.
     """
     device = torch.device(device)
     loss_fn = nn.CrossEntropyLoss()
+    fresh_compilation(recipe)
     with backend_settings(recipe), Sampler(sampler_read) as sampler:
         synchronize(device)
         start = time.perf_counter()
@@ -270,34 +342,70 @@ def train_recipe(recipe: Recipe, device: torch.device, data: Data, seed: int = 0
         trained = time.perf_counter()
         test = accuracy(model, recipe, data.test_images, data.test_labels, device)
         wall = time.perf_counter() - start
+        val = accuracy(model, recipe, data.images[data.val_idx], data.labels[data.val_idx], device) \
+            if recipe.train_images == "split" else None
     steady_steps = steps - warm
     steady_s = trained - steady_start
-    images_per_step = len(data.train_index(recipe)) / len(loader)
-    rate = steady_steps * images_per_step / steady_s if steady_steps else float("nan")
-    val = accuracy(model, recipe, data.images[data.val_idx], data.labels[data.val_idx], device) \
-        if recipe.train_images == "split" else None
+    rate = steady_steps * recipe.batch_size / steady_s if steady_steps else float("nan")
     return Result(wall_s=wall, warmup_s=steady_start - start, steady_images_per_s=rate,
                   epoch_s=len(data.train_index(recipe)) / rate, steps=steps, test_accuracy=test,
                   val_accuracy=val, energy_j=sampler.energy_j, losses=losses, model=model)
+
+
+def settle_loss_scale(scaler, model: nn.Module, batch_losses: list[Callable[[], torch.Tensor]], tries: int = 40,
+                      margin: float = 2.0) -> float:
+    """Halve an fp16 loss scale until no batch's backward pass overflows (no optimizer step), then `margin` lower.
+
+    GradScaler starts high and skips the steps whose gradients overflow while it settles. A check that
+    compares the first steps must start from a settled scale, or its skipped steps read as a difference;
+    the margin leaves room for gradients that grow over those steps.
+    """
+    def finite() -> bool:
+        for loss in batch_losses:
+            model.zero_grad(set_to_none=True)
+            scaler.scale(loss()).backward()
+            if not all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in model.parameters()):
+                return False
+        return True
+
+    for _ in range(tries):
+        if finite():
+            break
+        scaler.update(scaler.get_scale() / 2)
+    scaler.update(scaler.get_scale() / margin)
+    model.zero_grad(set_to_none=True)
+    return scaler.get_scale()
 
 
 def first_losses(recipe: Recipe, device: torch.device, data: Data, steps: int = 5, seed: int = 0) -> list[float]:
     """The losses of a recipe's first `steps` steps on the first batches of the split, in order (no shuffling)."""
     device = torch.device(device)
     loader = make_loader(recipe, data, device, seed, index=data.train_idx[:steps * recipe.batch_size], shuffle=False)
+    loss_fn = nn.CrossEntropyLoss()
+    fresh_compilation(recipe)
     with backend_settings(recipe):
         model, forward, optimizer, schedule, scaler = build(recipe, device, steps_for(recipe, 1000), seed)
-        step = step_fn(recipe, device, forward, optimizer, schedule, scaler, nn.CrossEntropyLoss())
-        return [step(x, y).item() for x, y in loader]
+        step = step_fn(recipe, device, forward, optimizer, schedule, scaler, loss_fn)
+        batches = list(loader)
+        if scaler is not None:
+            def batch_loss(x: torch.Tensor, y: torch.Tensor) -> Callable[[], torch.Tensor]:
+                def loss() -> torch.Tensor:
+                    with autocast(recipe, device):
+                        return loss_fn(forward(x), y)
+                return loss
+
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # no draw moves
+                settle_loss_scale(scaler, model, [batch_loss(x, y) for x, y in batches])
+        return [step(x, y).item() for x, y in batches]
 
 
 def check_change(before: Recipe, after: Recipe, kind: str, device: torch.device, data: Data,
                  steps: int = 5) -> dict:
     """Run the first steps of both recipes on the same batches; their losses must agree within TOLERANCE[kind].
 
-    kind "exact" asks for identical losses, "fp32" for float32 round-off, "bf16" for reduced-precision
-    round-off; "recipe" marks a change of the optimisation itself (model, batch, schedule), which only
-    the accuracy of the full run can check.
+    kind "exact" asks for identical losses, "fp32", "fp16" and "bf16" for the round-off of that format;
+    "recipe" marks a change of the optimisation itself (model, batch, schedule), which only the accuracy
+    of the full run can check.
     """
     if kind not in TOLERANCE:
         raise ValueError(f"unknown check {kind!r}: use one of {sorted(TOLERANCE)}")
