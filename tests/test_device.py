@@ -41,15 +41,17 @@ def test_environment_report_names_versions():
     assert info["device"] == "cpu" and "CPU" in info["device_name"]
 
 
-def fake_accelerator(kind: str | None):
-    """A stand-in for torch.accelerator (torch 2.6+) whose current accelerator is `kind` (None: none usable)."""
+def fake_accelerator(kind: str | None, usable: bool = True):
+    """A stand-in for torch.accelerator (torch 2.6+): `kind` is the backend torch was built for (None: none),
+    `usable` whether a device of that kind is visible."""
 
     def current_accelerator():
-        if kind is None:  # torch 2.6 raised here; later versions return None
+        if kind is None:  # PyTorch 2.6's documentation: raises where there is no accelerator
             raise RuntimeError("no accelerator")
-        return torch.device(kind)
+        return torch.device(kind)  # later versions: the build's backend, usable or not
 
-    return SimpleNamespace(is_available=lambda: kind is not None, current_accelerator=current_accelerator)
+    return SimpleNamespace(is_available=lambda: kind is not None and usable,
+                           current_accelerator=current_accelerator)
 
 
 def no_gpu_here(monkeypatch):
@@ -115,10 +117,11 @@ def test_the_environment_variable_may_name_torch_accelerators_backend(monkeypatc
     assert pick_device(verbose=False) == torch.device("xpu")
 
 
-def test_without_an_accelerator_the_report_line_is_unchanged(monkeypatch, capsys):
+@pytest.mark.parametrize("built_for", [None, "cuda"])  # a CPU-only build; a CUDA build without a GPU (as here)
+def test_without_an_accelerator_the_report_line_is_unchanged(monkeypatch, capsys, built_for):
     """The chapters' stored setup cells print this line: a change here would make them stale."""
     no_gpu_here(monkeypatch)
-    monkeypatch.setattr(torch, "accelerator", fake_accelerator(None))
+    monkeypatch.setattr(torch, "accelerator", fake_accelerator(built_for, usable=False))
     monkeypatch.delenv("ACCELBOOK_DEVICE", raising=False)
     assert pick_device() == torch.device("cpu")
     assert capsys.readouterr().out == "Using device: cpu (fastest available; available: cpu)\n"
@@ -127,6 +130,7 @@ def test_without_an_accelerator_the_report_line_is_unchanged(monkeypatch, capsys
 def test_another_backend_is_not_described_as_the_cpu(monkeypatch):
     from accelbook.device import device_name
 
-    monkeypatch.setattr(torch, "xpu", SimpleNamespace(get_device_name=lambda d: "Intel Arc A770"), raising=False)
+    xpu = SimpleNamespace(get_device_name=lambda device: "Intel Arc A770")
+    monkeypatch.setattr(torch, "xpu", xpu, raising=False)
     assert device_name(torch.device("xpu")) == "Intel Arc A770"
     assert device_name(torch.device("hpu")) == "hpu device"
