@@ -37,6 +37,23 @@ def test_cpu_always_has_fp32():
     assert accelerated_here("fp32", torch.device("cpu")).startswith("yes")
 
 
+@pytest.mark.parametrize("flags, answers", [
+    (set(), {"fp32": "yes: vector units (SIMD)", "bf16": "no: emulated or converted",
+             "fp16": "no: emulated or converted"}),
+    ({"avx512f", "avx512_bf16", "amx_bf16"}, {"fp32": "yes: vector units (AVX-512)",
+                                              "bf16": "yes: amx_bf16, avx512_bf16",
+                                              "fp16": "no: emulated or converted"}),
+    ({"avx512f", "amx_fp16"}, {"bf16": "no: emulated or converted", "fp16": "yes: amx_fp16"}),
+])
+def test_cpu_answers_follow_the_cpu_flags(monkeypatch, flags, answers):
+    """Each format's answer on a CPU comes from its own instruction-set flags (faked here)."""
+    import accelbook.formats as formats
+
+    monkeypatch.setattr(formats, "cpu_flags", lambda: set(flags))
+    for name, answer in answers.items():
+        assert accelerated_here(name, torch.device("cpu")) == answer
+
+
 def test_convnet_layer_flops_by_hand():
     costs = {c.name: c for c in layer_costs(ConvNet().eval(), torch.zeros(2, 1, 28, 28))}
     assert list(costs) == ["conv1", "conv2", "conv3", "conv4", "fc"]

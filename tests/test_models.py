@@ -39,6 +39,31 @@ def test_section_5_2_variants_run(kwargs):
     assert model(torch.randn(8, 1, 28, 28)).shape == (8, 10)
 
 
+def test_batchnorm_variant_normalises_every_convolution():
+    """Four BatchNorm2d layers, one per convolution, and they are in the forward path."""
+    torch.manual_seed(0)
+    plain = ConvNet()
+    torch.manual_seed(0)
+    normed = ConvNet(batchnorm=True)
+    assert [type(m).__name__ for m in normed.norms] == ["BatchNorm2d"] * 4
+    assert [m.num_features for m in normed.norms] == [64, 64, 128, 128]
+    x = torch.randn(8, 1, 28, 28)
+    assert not torch.allclose(plain(x), normed(x))  # same weights (seeded): only the normalisation differs
+    assert all(int(m.num_batches_tracked) == 1 for m in normed.norms)
+
+
+def test_relu6_variant_clips_at_six_and_nowhere_else():
+    """Same weights: the two variants agree on inputs that keep every pre-activation below 6, not on large ones."""
+    torch.manual_seed(0)
+    relu = ConvNet().eval()
+    torch.manual_seed(0)
+    relu6 = ConvNet(activation="relu6").eval()
+    assert isinstance(relu6.act, torch.nn.ReLU6)
+    small = torch.randn(4, 1, 28, 28) * 0.01
+    assert torch.equal(relu(small), relu6(small))
+    assert not torch.allclose(relu(small * 1e4), relu6(small * 1e4))
+
+
 def test_unknown_activation_is_refused():
     with pytest.raises(ValueError, match="activation"):
         ConvNet(activation="gelu")

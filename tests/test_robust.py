@@ -106,12 +106,18 @@ def test_train_tracked_keeps_what_early_stop_keeps(digits):
     model = ConvNet()
     loader = robust.AugmentedLoader(images[:32], labels[:32], 8, None, seed=0)
     held_out = [(normalize(images[32:]), labels[32:])]
-    history, best = robust.train_tracked(model, loader, torch.optim.Adam(model.parameters(), lr=3e-3),
+    history, best = robust.train_tracked(model, loader, torch.optim.Adam(model.parameters(), lr=1e-2),
                                          torch.nn.CrossEntropyLoss(), torch.device("cpu"), 8, held_out,
                                          [(normalize(images[:32]), labels[:32])], patience=2)
     val = [r["val_accuracy"] for r in history]
     assert (best["stopped_at"], best["epoch"]) == robust.early_stop(val, patience=2)
     assert best["val_accuracy"] == val[best["epoch"] - 1] and all("train_accuracy" in r for r in history)
+    assert best["epoch"] < len(history)  # this seed and rate stop early: the kept weights are not the last ones
+    kept = ConvNet()
+    kept.load_state_dict(best["state"])  # the weights of the kept epoch, not the last epoch's
+    with torch.no_grad():
+        accuracy = (kept.eval()(held_out[0][0]).argmax(1) == held_out[0][1]).float().mean().item()
+    assert accuracy == pytest.approx(best["val_accuracy"])
 
 
 def test_augmentation_does_not_change_which_batches_come(digits):
