@@ -165,3 +165,18 @@ def test_the_ladder_refuses_bf16_on_a_t4_and_offers_fp16(capability, monkeypatch
     assert ladder.parser().parse_args(["--precision", "fp16"]).precision == "fp16"
     capability((8, 0))
     assert ladder.fastest_for(CUDA).precision == "bf16" and ladder.mixed_precision(CUDA) == "bf16"
+
+
+@pytest.mark.parametrize("cc, kind", [((7, 5), "fp32"), ((8, 0), "tf32"), ((9, 0), "tf32")])
+def test_an_fp32_rung_is_checked_at_tf32_round_off_where_convolutions_default_to_tf32(capability, monkeypatch, cc, kind):
+    # PyTorch lets cuDNN run float32 convolutions in TF32 on Ampere and newer: channels_last's check must allow for it
+    from accelbook import ladder
+    from accelbook.recipes import Result
+
+    capability(cc)
+    monkeypatch.setattr(ladder, "check_change", lambda before, after, kind, *a, **k: {"kind": kind, "ok": True, "max_diff": 0.0})
+    monkeypatch.setattr(ladder, "train_recipe", lambda recipe, *a, **k: Result(
+        wall_s=1.0, warmup_s=0.1, steady_images_per_s=1.0, epoch_s=1.0, steps=1, test_accuracy=0.99, val_accuracy=0.99))
+    layout = next(i for i, r in enumerate(ladder.RUNGS) if r.name == "channels_last")
+    rows = ladder.climb(CUDA, None, rungs=[0, layout], log=lambda *a: None)
+    assert rows[1].recipe.precision == "fp32" and rows[1].check["kind"] == kind

@@ -268,9 +268,11 @@ before = [getattr(o, n) for o, n in names]
 b.cudnn.conv.fp32_precision = "ieee"  # whatever the process set before, the ladder starts from the defaults
 with backend_settings(Recipe()):
     assert b.cudnn.conv.fp32_precision == "tf32" and torch.get_float32_matmul_precision() == "highest"
+    assert b.cudnn.allow_tf32 and not b.cuda.matmul.allow_tf32  # the legacy flags stay readable (libraries read them)
 with backend_settings(Recipe(tf32=True)):
     assert b.cudnn.conv.fp32_precision == "tf32" and b.cuda.matmul.fp32_precision == "tf32"
     assert torch.get_float32_matmul_precision() == "high"
+    assert b.cudnn.allow_tf32 and b.cuda.matmul.allow_tf32
 assert b.cudnn.conv.fp32_precision == "ieee"
 b.cudnn.conv.fp32_precision = before[2]
 assert [getattr(o, n) for o, n in names] == before, [getattr(o, n) for o, n in names]
@@ -297,3 +299,12 @@ def test_the_fp16_check_starts_from_a_settled_loss_scale(data, monkeypatch):
     before = Recipe(model="small", loader="device", batch_size=64)
     result = check_change(before, replace(before, precision="fp16"), "fp16", CPU, data, steps=3)
     assert result["ok"] and result["max_diff"] > 0, result
+
+
+def test_the_exact_check_runs_deterministic_algorithms_and_restores_the_flags():
+    from accelbook.recipes import deterministic
+
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic)
+    with deterministic():
+        assert torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic
+    assert (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic) == before

@@ -28,8 +28,8 @@ import torch
 
 from .cli import OneLineParser
 from .formats import bf16_supported
-from .recipes import (Data, Recipe, Result, adam_implementation, backend_settings, check_change, train_recipe,
-                      unsupported)
+from .recipes import (Data, Recipe, Result, adam_implementation, backend_settings, check_change, tf32_convolutions,
+                      train_recipe, unsupported)
 
 ARTICLE = Recipe()  # rung 0: chapter 4's recipe (DataLoader over PIL images, batch 64, Adam 1e-3, 10 epochs, fp32)
 TARGET = 0.99       # accuracy the book's fastest recipe must reach (test, mean over 5 seeds); rungs: validation
@@ -103,9 +103,17 @@ def fastest_for(device: torch.device, precision: str = "auto") -> Recipe:
     return recipe
 
 
-def check_kind(rung: Rung, recipe: Recipe) -> str:
-    """The tolerance a rung's check uses: its own kind, or for "round-off" the precision the new recipe computes in."""
-    return recipe.precision if rung.check == "round-off" else rung.check
+def check_kind(rung: Rung, recipe: Recipe, device: torch.device) -> str:
+    """The tolerance a rung's check uses: its own kind, or for "round-off" the precision the new recipe computes in.
+
+    A float32 recipe computes its convolutions in TF32 on Ampere and newer GPUs (PyTorch's default), so
+    its round-off there is TF32's.
+    """
+    if rung.check != "round-off":
+        return rung.check
+    if recipe.precision == "fp32" and (recipe.tf32 or tf32_convolutions(device)):
+        return "tf32"
+    return recipe.precision
 
 
 @dataclass
@@ -166,7 +174,7 @@ def climb(device: torch.device, data: Data, rungs: list[int] | None = None, seed
         if row.skipped:
             log(f"{i:>2} {rung.name:<24} {row.skipped}")
             continue
-        kind = check_kind(rung, recipe)
+        kind = check_kind(rung, recipe, device)
         row.check = check_change(best, replace(recipe, epochs=best.epochs), kind, device, data)
         if not row.check["ok"]:
             row.skipped = f"check failed: first losses differ by {row.check['max_diff']:.2e} ({kind})"
@@ -243,8 +251,9 @@ def table(rec: dict) -> str:
         if s.get("wall_s") is None:
             lines.append(f"{s['rung']:<26}  {s['skipped'] or '-'}")
             continue
+        val = f"{s['val_accuracy']:>9.2%}" if s.get("val_accuracy") is not None else f"{'-':>9}"  # older records: none
         lines.append(f"{s['rung']:<26}{s['wall_s']:>9.2f}{s['steady_images_per_s']:>10,.0f}{s['epoch_s']:>9.2f}"
-                     f"{s['val_accuracy']:>9.2%}{s.get('speedup_wall', float('nan')):>8.1f}x  {'yes' if s['kept'] else 'no'}")
+                     f"{val}{s.get('speedup_wall', float('nan')):>8.1f}x  {'yes' if s['kept'] else 'no'}")
     top = rec.get("top")
     if top:
         lines.append(f"test accuracy of the top of the ladder ({top['rung']}): {top['test_accuracy']:.2%} "

@@ -39,7 +39,8 @@ MODELS: dict[str, Callable[[], nn.Module]] = {
 }
 # How close the first steps' losses of a rung must stay to the previous rung's, by the kind of change: the same
 # arithmetic ("exact"), round-off of float32, of fp16 (10-bit mantissa) or of bf16 (7-bit), a new recipe (None).
-TOLERANCE = {"exact": 0.0, "fp32": 1e-4, "fp16": 1e-2, "bf16": 5e-2, "recipe": None}
+# "tf32": float32 on a GPU whose cuDNN convolutions run in TF32 by default (10-bit mantissa, like fp16).
+TOLERANCE = {"exact": 0.0, "fp32": 1e-4, "tf32": 1e-2, "fp16": 1e-2, "bf16": 5e-2, "recipe": None}
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,12 @@ def make_loader(recipe: Recipe, data: Data, device: torch.device, seed: int, ind
     dataset = Subset(mnist(train=True, transform=transforms.PILToTensor()), index.tolist())
     return OnDevice(DataLoader(dataset, batch_size=recipe.batch_size, shuffle=shuffle, drop_last=True,
                                generator=torch.Generator().manual_seed(seed) if shuffle else None), device)
+
+
+def tf32_convolutions(device: torch.device) -> bool:
+    """True where PyTorch's default lets float32 convolutions run in TF32: CUDA, compute capability 8.0 and newer."""
+    device = torch.device(device)
+    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0)
 
 
 def adam_implementation(recipe: Recipe, device: torch.device) -> str:
@@ -399,18 +406,37 @@ def first_losses(recipe: Recipe, device: torch.device, data: Data, steps: int = 
         return [step(x, y).item() for x, y in batches]
 
 
+@contextlib.contextmanager
+def deterministic(enabled: bool = True) -> Iterator[None]:
+    """Deterministic algorithms (cuDNN's among them; a warning where an operation has none) inside the block, then restore.
+
+    Some cuDNN backward algorithms add with atomics, so two identical runs on a GPU can differ in the last bits.
+    """
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.deterministic)
+    if enabled:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.deterministic = saved[2]
+
+
 def check_change(before: Recipe, after: Recipe, kind: str, device: torch.device, data: Data,
                  steps: int = 5) -> dict:
     """Run the first steps of both recipes on the same batches; their losses must agree within TOLERANCE[kind].
 
-    kind "exact" asks for identical losses, "fp32", "fp16" and "bf16" for the round-off of that format;
-    "recipe" marks a change of the optimisation itself (model, batch, schedule), which only the accuracy
-    of the full run can check.
+    kind "exact" asks for identical losses (both runs with deterministic algorithms), "fp32", "tf32",
+    "fp16" and "bf16" for the round-off of that format; "recipe" marks a change of the optimisation
+    itself (model, batch, schedule), which only the accuracy of the full run can check.
     """
     if kind not in TOLERANCE:
         raise ValueError(f"unknown check {kind!r}: use one of {sorted(TOLERANCE)}")
     if TOLERANCE[kind] is None:
         return {"kind": kind, "ok": True, "max_diff": None}
-    a, b = first_losses(before, device, data, steps), first_losses(after, device, data, steps)
+    with deterministic(kind == "exact"):
+        a, b = first_losses(before, device, data, steps), first_losses(after, device, data, steps)
     diff = max(abs(x - y) for x, y in zip(a, b))
     return {"kind": kind, "ok": diff <= TOLERANCE[kind], "max_diff": diff, "before": a, "after": b}
