@@ -1,11 +1,13 @@
-"""Shared fixtures of the book's tests: the site, built once per session."""
+"""Shared fixtures of the book's tests: the site, built once per session; an MNIST subset and a model trained once."""
 
 from __future__ import annotations
 
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
 from bookfacts import ROOT, SITE
 
@@ -17,3 +19,22 @@ def built_site() -> Path:
     if done.returncode != 0:
         pytest.fail("site build failed:\n" + done.stdout[-4000:] + done.stderr[-4000:], pytrace=False)
     return SITE
+
+
+@pytest.fixture(scope="session")
+def mnist_subset():
+    """MNIST (recipes.Data): a 12,000-image training subset and the first 2,000 test images."""
+    from accelbook.recipes import Data
+
+    full = Data.load()
+    return replace(full, train_idx=full.train_idx[:12000], test_images=full.test_images[:2000],
+                   test_labels=full.test_labels[:2000])
+
+
+@pytest.fixture(scope="session")
+def fast_model(mnist_subset):
+    """The fast recipe trained one epoch on the subset from seed 0, in eval mode (chapter 8's tests share it)."""
+    from accelbook.recipes import FAST, train_recipe
+
+    torch.manual_seed(0)
+    return train_recipe(replace(FAST, epochs=1.0), torch.device("cpu"), mnist_subset).model.eval()

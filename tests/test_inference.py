@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -17,25 +16,21 @@ from PIL import Image
 from accelbook import inference, predict
 from accelbook.data import normalize
 from accelbook.models import ConvNet
-from accelbook.recipes import FAST, Data, train_recipe
 
 
 @pytest.fixture(scope="module")
-def data() -> Data:
-    """MNIST: a 12,000-image training subset and the first 2,000 test images."""
-    full = Data.load()
-    return replace(full, train_idx=full.train_idx[:12000], test_images=full.test_images[:2000],
-                   test_labels=full.test_labels[:2000])
+def data(mnist_subset):
+    """MNIST: the shared 12,000-image training subset and the first 2,000 test images."""
+    return mnist_subset
 
 
 @pytest.fixture(scope="module")
-def exported(data, tmp_path_factory):
-    """The fast recipe trained one epoch on the subset, exported to ONNX and quantized to int8."""
-    trained = train_recipe(replace(FAST, epochs=1.0), torch.device("cpu"), data)
+def exported(fast_model, data, tmp_path_factory):
+    """The shared one-epoch model, exported to ONNX and quantized to int8."""
     folder = tmp_path_factory.mktemp("onnx")
-    fp32 = inference.export_onnx(trained.model.eval(), folder / "model.onnx", normalize(data.test_images[:2]))
+    fp32 = inference.export_onnx(fast_model, folder / "model.onnx", normalize(data.test_images[:2]))
     int8 = inference.quantize_int8(fp32, folder / "model-int8.onnx", data.images[data.train_idx[:512]])
-    return trained.model.eval(), fp32, int8
+    return fast_model, fp32, int8
 
 
 def test_export_matches_pytorch_for_two_batch_sizes(data, tmp_path):

@@ -16,24 +16,20 @@ from PIL import Image
 
 from accelbook import inference, predict
 from accelbook.data import normalize
-from accelbook.recipes import FAST, Data, train_recipe
 
 
 @pytest.fixture(scope="module")
-def data() -> Data:
-    """MNIST: a 12,000-image training subset and the first 200 test images."""
-    full = Data.load()
-    return replace(full, train_idx=full.train_idx[:12000], test_images=full.test_images[:200],
-                   test_labels=full.test_labels[:200])
+def data(mnist_subset):
+    """MNIST: the shared 12,000-image training subset and the first 200 test images."""
+    return replace(mnist_subset, test_images=mnist_subset.test_images[:200],
+                   test_labels=mnist_subset.test_labels[:200])
 
 
 @pytest.fixture(scope="module")
-def model_path(data, tmp_path_factory):
-    """The fast recipe trained one epoch on the subset and exported to ONNX."""
-    torch.manual_seed(0)
-    trained = train_recipe(replace(FAST, epochs=1.0), torch.device("cpu"), data)
+def model_path(fast_model, data, tmp_path_factory):
+    """The shared one-epoch model exported to ONNX."""
     folder = tmp_path_factory.mktemp("model")
-    return inference.export_onnx(trained.model.eval(), folder / "model.onnx", normalize(data.test_images[:2]))
+    return inference.export_onnx(fast_model, folder / "model.onnx", normalize(data.test_images[:2]))
 
 
 def run_cli(*args, cwd=None):
