@@ -173,7 +173,7 @@ FIGURES: dict[str, dict[str, tuple[str, str]]] = {
             "at 1024 GPUs, with the region across nodes shaded. Middle: milliseconds per all-reduce by part on "
             "log-log axes: the latency rises with the number of nodes to about 1 ms; the bytes over NVLink stay "
             "flat; the bytes over the network appear past 8 GPUs, a few microseconds for this CNN's 1.04 MB "
-            "and above the NVLink part for 2 GB. Right: latency steps per all-reduce on log-log axes: NCCL's "
+            "and, for 2 GB, below the NVLink part at 16 and 32 GPUs and above it from 64. Right: latency steps per all-reduce on log-log axes: NCCL's "
             "ring through every GPU rises to about 2,000, the two-level ring to about 270, NCCL's tree and "
             "NVLS tree stay below 30."),
     },
