@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .data import token_batch
 from .gpt import GPT, GPTConfig, lm_loss
 
 SOURCE = "karpathy/nanoGPT@3adf61e (README 'I only have a macbook'; config/train_shakespeare_char.py; train.py)"
@@ -80,10 +81,8 @@ def learning_rate(it: int, settings: AnchorSettings) -> float:
 
 
 def random_batch(tokens: torch.Tensor, settings: AnchorSettings, device: torch.device):
-    """nanoGPT's get_batch: batch_size windows at random starts (global RNG), targets shifted by one."""
-    starts = torch.randint(len(tokens) - settings.block_size, (settings.batch_size,))
-    x = torch.stack([tokens[i:i + settings.block_size] for i in starts])
-    y = torch.stack([tokens[i + 1:i + 1 + settings.block_size] for i in starts])
+    """nanoGPT's get_batch: batch_size windows at random starts (the global RNG, drawn as it draws them)."""
+    x, y = token_batch(tokens, settings.block_size, settings.batch_size)
     return x.to(device), y.to(device)
 
 
