@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from bookfacts import ROOT, SITE
 
 
@@ -23,8 +22,8 @@ def built_site() -> Path:
 
 @pytest.fixture(scope="session")
 def mnist_subset():
-    """MNIST (recipes.Data): a 12,000-image training subset and the first 2,000 test images."""
-    from accelbook.recipes import Data
+    """MNIST (data.Data): a 12,000-image training subset and the first 2,000 test images."""
+    from accelbook.data import Data
 
     full = Data.load()
     return replace(full, train_idx=full.train_idx[:12000], test_images=full.test_images[:2000],

@@ -9,8 +9,18 @@ import pytest
 import torch
 
 from accelbook import bench
-from accelbook.bench import (Measurement, benchmark_median, copy_probe, matmul_flops, matmul_intensity,
-                             matmul_probe, tf32_mode, time_op, time_unsynchronized, transfer_probe)
+from accelbook.bench import (
+    Measurement,
+    benchmark_median,
+    copy_probe,
+    matmul_flops,
+    matmul_intensity,
+    matmul_probe,
+    tf32_mode,
+    time_op,
+    time_unsynchronized,
+    transfer_probe,
+)
 
 
 def test_time_op_warms_up_then_repeats():
@@ -80,13 +90,16 @@ print("ok")
 
 
 def test_tf32_switch_uses_the_legacy_flags_on_an_older_torch():
+    """Before fp32_precision, cuDNN's switch is cudnn.allow_tf32; matmuls go through the global matmul precision."""
     old = SimpleNamespace(cuda=SimpleNamespace(matmul=SimpleNamespace(allow_tf32=False)),
-                          cudnn=SimpleNamespace(allow_tf32=True))  # a torch before fp32_precision
+                          cudnn=SimpleNamespace(allow_tf32=True, benchmark=False, deterministic=False))
+    precision = torch.get_float32_matmul_precision()
     with tf32_mode(True, backends=old):
-        assert old.cuda.matmul.allow_tf32 is True and old.cudnn.allow_tf32 is True
-    assert old.cuda.matmul.allow_tf32 is False and old.cudnn.allow_tf32 is True
+        assert old.cudnn.allow_tf32 is True and torch.get_float32_matmul_precision() == "high"
+    assert old.cudnn.allow_tf32 is True and torch.get_float32_matmul_precision() == precision
     with tf32_mode(False, backends=old):
-        assert old.cuda.matmul.allow_tf32 is False and old.cudnn.allow_tf32 is False
+        assert old.cudnn.allow_tf32 is False and torch.get_float32_matmul_precision() == "highest"
+    assert old.cudnn.allow_tf32 is True and torch.get_float32_matmul_precision() == precision
 
 
 class _FakeCuda:
@@ -155,7 +168,7 @@ def test_relative_error_computes_its_float64_reference_on_the_cpu():
 @pytest.mark.parametrize("fmt", ["fp32", "bf16", "fp16", "fp8"])
 def test_matmul_probe_checks_then_reports(fmt):
     row = matmul_probe(64, fmt, "cpu", warmup=1, repeats=2)
-    assert row["rel_error"] <= bench.TOLERANCE[fmt] and row["tflops"] > 0 and row["n"] == 64
+    assert row["rel_error"] <= bench.MATMUL_TOLERANCE[fmt] and row["tflops"] > 0 and row["n"] == 64
 
 
 def test_wrong_product_is_refused_before_timing(monkeypatch):

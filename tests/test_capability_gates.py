@@ -162,7 +162,7 @@ def test_the_ladder_refuses_bf16_on_a_t4_and_offers_fp16(capability, monkeypatch
     assert ladder.fastest_for(CUDA).precision == "fp16"
     rows = ladder.climb(CUDA, None, rungs=[0, mixed], log=lambda *a: None, precision="bf16")  # --precision bf16
     assert "fp16" in rows[1].skipped
-    assert ladder.parser().parse_args(["--precision", "fp16"]).precision == "fp16"
+    assert ladder.build_parser().parse_args(["--precision", "fp16"]).precision == "fp16"
     capability((8, 0))
     assert ladder.fastest_for(CUDA).precision == "bf16" and ladder.mixed_precision(CUDA) == "bf16"
 

@@ -5,8 +5,15 @@ import shutil
 import pytest
 import torch
 
-from accelbook.data import (RAW_FILES, CorruptDatasetError, DatasetNotFoundError, mnist, mnist_tensors,
-                            raw_folder, verify_mnist)
+from accelbook.data import (
+    RAW_FILES,
+    CorruptDatasetError,
+    DatasetNotFoundError,
+    mnist,
+    mnist_tensors,
+    raw_folder,
+    verify_mnist,
+)
 
 
 def test_real_mnist_loads_with_canonical_sizes_and_labels():

@@ -56,7 +56,8 @@ def fake_accelerator(kind: str | None, usable: bool = True):
 
 def no_gpu_here(monkeypatch):
     """Make this machine one without CUDA, MPS or an NVIDIA driver, whatever it really has."""
-    from accelbook import device as device_module, gpu
+    from accelbook import device as device_module
+    from accelbook import gpu
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(device_module, "_mps_available", lambda: False)

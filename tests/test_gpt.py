@@ -6,8 +6,15 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from accelbook.gpt import (GPT, GPTConfig, count_parameters, counted_flops_per_token, flops_per_token,
-                           generate, lm_loss)
+from accelbook.gpt import (
+    GPT,
+    GPTConfig,
+    count_parameters,
+    counted_flops_per_token,
+    flops_per_token,
+    generate,
+    lm_loss,
+)
 
 SMALL = GPTConfig(vocab_size=65, block_size=16, n_layer=2, n_head=2, n_embd=32)
 

@@ -1,6 +1,7 @@
 """The optimization ladder: each rung's check can fail, device gates say why a rung is skipped, and the
 command line behaves (help, bad arguments exit 2 in one line, a quick run writes a record, --compare)."""
 
+import argparse
 import json
 import subprocess
 import sys
@@ -10,9 +11,17 @@ import pytest
 import torch
 
 from accelbook import ladder
+from accelbook.data import Data
 from accelbook.ladder import FASTEST, RUNGS, keep, parse_rungs
-from accelbook.recipes import (Data, Recipe, Result, bf16_supported, check_change, make_loader, train_recipe,
-                               unsupported)
+from accelbook.recipes import (
+    Recipe,
+    Result,
+    bf16_supported,
+    check_change,
+    make_loader,
+    train_recipe,
+    unsupported,
+)
 
 CPU = torch.device("cpu")
 
@@ -80,8 +89,10 @@ def test_keep_rule():
 
 def test_rung_lists():
     assert parse_rungs("0,2,4-6") == [0, 2, 4, 5, 6]
-    with pytest.raises(Exception):
+    with pytest.raises(argparse.ArgumentTypeError, match=f"rungs go from 0 to {len(RUNGS) - 1}"):
         parse_rungs(f"0-{len(RUNGS)}")
+    with pytest.raises(argparse.ArgumentTypeError, match="bad rung list"):
+        parse_rungs("1,two")
     assert RUNGS[0].changes == {} and RUNGS[1].check == "exact"
 
 
@@ -111,11 +122,21 @@ def test_cli_quick_run_writes_a_record_and_compares(tmp_path):
     assert rec["provenance"]["command"].startswith("python -m accelbook.ladder --quick")
     names = [r["rung"] for r in rec["rungs"]]
     assert names == [RUNGS[0].name, RUNGS[1].name, RUNGS[cuda_only].name]
-    assert rec["rungs"][0]["wall_s"] > 0 and rec["rungs"][0]["speedup_wall"] == 1.0
-    assert rec["rungs"][1]["check"]["max_diff"] == 0.0
+    first, second = rec["rungs"][0], rec["rungs"][1]
+    assert first["wall_s"] > 0 and first["speedup_wall"] == 1.0
+    assert second["speedup_wall"] == pytest.approx(first["wall_s"] / second["wall_s"])  # relative to rung 0
+    assert second["speedup_steady"] == pytest.approx(second["steady_images_per_s"] / first["steady_images_per_s"])
+    assert second["check"]["max_diff"] == 0.0
     assert rec["rungs"][2]["skipped"] == "skipped: needs CUDA"  # cudnn.benchmark + TF32
-    text = ladder.compare(rec, rec)
-    assert text.count(" 1.00") >= 2
+    slower = json.loads(json.dumps(rec))  # another machine: rung 1 three times slower there, rung 0 missing
+    slower["rungs"] = [dict(second, wall_s=3 * second["wall_s"], steady_images_per_s=second["steady_images_per_s"] / 3)]
+    slower["provenance"]["device_name"] = "another machine"
+    lines = ladder.compare(rec, slower).splitlines()
+    assert "theirs: another machine" in lines[1]
+    assert lines[2].split()[-1] == "records" and "not in both" in lines[2]  # rung 0 is only in mine
+    row = lines[3].split()
+    assert float(row[-3]) == pytest.approx(3.0, abs=0.01)  # theirs / mine
+    assert float(row[-5]) == pytest.approx(second["wall_s"], abs=0.01)
     done = _cli("--quick", "--rungs", "1", "--device", "cpu", "--no-record", "--no-progress", "--compare", str(out))
     assert done.returncode == 0 and "theirs" in done.stdout, done.stderr[-2000:]
 

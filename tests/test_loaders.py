@@ -35,7 +35,7 @@ def test_device_loader_yields_the_dataloader_samples(shuffle):
     fast_batches = list(fast)  # sets fast.order for this epoch
     slow = DataLoader(dataset, batch_size=fast.batch_size, sampler=fast.order.tolist())
     assert len(fast_batches) == len(slow) == 11
-    for (x, y), (x_ref, y_ref) in zip(fast_batches, slow):
+    for (x, y), (x_ref, y_ref) in zip(fast_batches, slow, strict=True):
         assert x.shape == x_ref.shape and x.dtype == x_ref.dtype == torch.float32
         torch.testing.assert_close(x, x_ref, rtol=0, atol=1e-6)
         assert torch.equal(y, y_ref)

@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from accelbook.gpt import GPT, count_parameters
-from accelbook.nanogpt_anchor import AnchorSettings, learning_rate, model_config, optimizer_for, train
+from accelbook.nanogpt_anchor import (
+    AnchorSettings,
+    learning_rate,
+    model_config,
+    optimizer_for,
+    train,
+)
 
 
 def test_the_network_is_the_one_nanogpt_describes():
@@ -44,5 +50,5 @@ def test_a_short_run_evaluates_on_schedule_and_starts_near_chance():
     history = train(tokens[:1500], tokens[1500:], settings)
     assert [r["iter"] for r in history] == [0, 2, 4]
     assert history[0]["val_loss"] == pytest.approx(math.log(65), abs=0.3)
-    assert all(a["seconds"] <= b["seconds"] for a, b in zip(history, history[1:]))
+    assert all(a["seconds"] <= b["seconds"] for a, b in zip(history, history[1:], strict=False))
     assert len(train(tokens[:1500], tokens[1500:], settings, target=100.0)) == 1

@@ -11,10 +11,22 @@ import torch
 from torch import nn
 
 from accelbook.data import mnist_tensors
-from accelbook.loaders import DeviceLoader
+from accelbook.gpu import nvml_reader
+from accelbook.loaders import DeviceLoader, endless
 from accelbook.models import ConvNet
-from accelbook.profiling import (PHASES, Sampler, activities, cpu_reader, endless, nvml_reader, predict_memory,
-                                 profile_training, profiler_overhead, ranges, step_budget, step_memory, trace_events)
+from accelbook.profiling import (
+    PHASES,
+    Sampler,
+    activities,
+    cpu_reader,
+    predict_memory,
+    profile_training,
+    profiler_overhead,
+    ranges,
+    step_budget,
+    step_memory,
+    trace_events,
+)
 from accelbook.seed import set_seed
 
 CPU = torch.device("cpu")
@@ -103,7 +115,7 @@ def test_sampler_stops_its_thread_when_the_block_raises():
     with pytest.raises(ZeroDivisionError):
         with Sampler(cpu_reader(), interval=0.01) as sampler:
             time.sleep(0.05)
-            1 / 0
+            raise ZeroDivisionError("the block fails")
     assert not sampler.thread.is_alive() and threading.active_count() == before
     assert len(sampler.samples) >= 3 and all(s["cpu_util_pct"] >= 0 for s in sampler.samples)
 
@@ -177,7 +189,7 @@ def test_memory_prediction_refuses_a_layer_it_has_no_rule_for_and_leaves_the_mod
     model = ConvNet()
     before = [p.clone() for p in model.parameters()]
     predict_memory(model, (4, 1, 28, 28))
-    assert all(p.device.type == "cpu" and torch.equal(p, b) for p, b in zip(model.parameters(), before))
+    assert all(p.device.type == "cpu" and torch.equal(p, b) for p, b in zip(model.parameters(), before, strict=True))
 
 
 def test_step_budget_needs_a_step():

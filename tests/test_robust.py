@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from accelbook import robust
 from accelbook.checkpoint import ChecksumError, load_checkpoint, save_checkpoint, sha256, verify
 from accelbook.data import STD, mnist_tensors, normalize
+from accelbook.loaders import AugmentedLoader
 from accelbook.models import ConvNet
 
 
@@ -22,14 +23,14 @@ def digits():
 def test_augmented_loader_draws_per_image_and_leaves_global_rng_alone(digits):
     images, labels = digits
     same = images[:1].repeat(8, 1, 1)
-    loader = robust.AugmentedLoader(same, labels[:8], 8, robust.augmentation("affine+crop"), seed=1)
+    loader = AugmentedLoader(same, labels[:8], 8, robust.augmentation("affine+crop"), seed=1)
     torch.manual_seed(123)
     expected_next = torch.rand(3)
     torch.manual_seed(123)
     (x, y), = list(loader)
     assert torch.equal(torch.rand(3), expected_next)  # the loader did not consume the global generator
     assert x.shape == (8, 1, 28, 28) and len({tuple(img.flatten().tolist()) for img in x}) == 8
-    (again, _), = list(robust.AugmentedLoader(same, labels[:8], 8, robust.augmentation("affine+crop"), seed=1))
+    (again, _), = list(AugmentedLoader(same, labels[:8], 8, robust.augmentation("affine+crop"), seed=1))
     assert torch.equal(x, again)  # reproducible from the seed
     with pytest.raises(ValueError, match="unknown augmentation"):
         robust.augmentation("AdaptiveCrop")
@@ -104,7 +105,7 @@ def test_train_tracked_keeps_what_early_stop_keeps(digits):
     images, labels = digits
     torch.manual_seed(0)
     model = ConvNet()
-    loader = robust.AugmentedLoader(images[:32], labels[:32], 8, None, seed=0)
+    loader = AugmentedLoader(images[:32], labels[:32], 8, None, seed=0)
     held_out = [(normalize(images[32:]), labels[32:])]
     history, best = robust.train_tracked(model, loader, torch.optim.Adam(model.parameters(), lr=1e-2),
                                          torch.nn.CrossEntropyLoss(), torch.device("cpu"), 8, held_out,
@@ -123,8 +124,8 @@ def test_train_tracked_keeps_what_early_stop_keeps(digits):
 def test_augmentation_does_not_change_which_batches_come(digits):
     # "Same batches": the augmented run must shuffle exactly as the plain run does, epoch after epoch.
     images, labels = digits
-    plain = robust.AugmentedLoader(images, labels, 16, None, seed=3)
-    augmented = robust.AugmentedLoader(images, labels, 16, robust.augmentation("affine"), seed=3)
+    plain = AugmentedLoader(images, labels, 16, None, seed=3)
+    augmented = AugmentedLoader(images, labels, 16, robust.augmentation("affine"), seed=3)
     for epoch in range(3):
         assert [y.tolist() for _, y in plain] == [y.tolist() for _, y in augmented], f"epoch {epoch + 1}"
 

@@ -9,8 +9,16 @@ import pytest
 import torch
 
 from accelbook import data
-from accelbook.data import (CharCodec, CorruptDatasetError, DatasetNotFoundError, SHAKESPEARE_SHA256,
-                            shakespeare, shakespeare_path, split_tokens, token_batch)
+from accelbook.data import (
+    SHAKESPEARE_SHA256,
+    CharCodec,
+    CorruptDatasetError,
+    DatasetNotFoundError,
+    shakespeare,
+    shakespeare_path,
+    split_tokens,
+    token_batch,
+)
 
 
 @pytest.fixture(scope="module")

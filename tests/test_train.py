@@ -9,7 +9,14 @@ from accelbook.loaders import DeviceLoader
 from accelbook.models import ConvNet
 from accelbook.roofline import _OpLog  # records each operation with the devices of its tensors
 from accelbook.seed import set_seed
-from accelbook.train import confusion_matrix, evaluate, fit, predict, train_one_epoch, weight_average
+from accelbook.train import (
+    confusion_matrix,
+    evaluate,
+    fit,
+    predict,
+    train_one_epoch,
+    weight_average,
+)
 
 CPU = torch.device("cpu")
 
@@ -71,7 +78,7 @@ def _tiny_run(with_average: bool):
 def test_weight_average_leaves_the_training_run_unchanged():
     plain, _, plain_history = _tiny_run(with_average=False)
     trained, average, history = _tiny_run(with_average=True)
-    for (name, p), q in zip(plain.state_dict().items(), trained.state_dict().values()):
+    for (name, p), q in zip(plain.state_dict().items(), trained.state_dict().values(), strict=True):
         assert torch.equal(p, q), f"{name} differs: averaging must not touch the run"
     assert [r["train_loss"] for r in history] == [r["train_loss"] for r in plain_history]
     assert {"avg_val_loss", "avg_val_accuracy"} <= set(history[-1]) and "avg_val_loss" not in plain_history[-1]

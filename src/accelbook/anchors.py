@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 
 from .bench import synchronize
-from .data import normalize
+from .data import Data, normalize
 from .models import SmallNet
-from .recipes import Data
+from .step import accuracy, count_correct
 
 SOURCE = "tuomaso/train_mnist_fast (T. Oikarinen), README and notebook 8_Final_00s76"
 
@@ -59,11 +59,6 @@ def train_anchor(tensors: tuple[torch.Tensor, ...], device: torch.device, seed: 
         loss.backward()
         optimizer.step()
         schedule.step()
-    model.eval()
-    correct = 0
-    with torch.no_grad():
-        for i in range(len(x_test) // 2000):
-            out = model(x_test[i * 2000:(i + 1) * 2000])
-            correct += (out.argmax(1) == y_test[i * 2000:(i + 1) * 2000]).sum().item()
+    test = accuracy(count_correct(model, zip(x_test.split(2000), y_test.split(2000), strict=True), device))  # every image
     wall = time.perf_counter() - start
-    return {"wall_s": wall, "test_accuracy": correct / len(y_test)}
+    return {"wall_s": wall, "test_accuracy": test}

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import statistics
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 import torch
 
@@ -89,36 +89,13 @@ def time_unsynchronized(fn: Callable[[], object], repeats: int = 10) -> Measurem
     return Measurement(times)
 
 
-def _tf32_switches(backends) -> tuple[list[tuple[object, str]], tuple[object, object]]:
-    """The (object, attribute) pairs that allow TF32 for float32 matmuls and convolutions, and their on/off values.
-
-    Where this torch has the `fp32_precision` settings (2.9 and later) they are the ones to use: once
-    anything in the process has set one, reading the legacy `allow_tf32` flags raises RuntimeError.
-    """
-    conv = getattr(backends.cudnn, "conv", None)
-    if hasattr(backends.cuda.matmul, "fp32_precision") and hasattr(conv, "fp32_precision"):
-        return [(backends.cuda.matmul, "fp32_precision"), (conv, "fp32_precision")], ("tf32", "ieee")
-    return [(backends.cuda.matmul, "allow_tf32"), (backends.cudnn, "allow_tf32")], (True, False)
-
-
-@contextmanager
-def tf32_mode(enabled: bool, backends=torch.backends) -> Iterator[None]:
-    """Allow (or forbid) TF32 tensor cores for float32 matmuls (cuBLAS) and convolutions (cuDNN), then restore.
+def tf32_mode(enabled: bool, backends=torch.backends):
+    """`backend_flags` allowing (or forbidding) TF32 for float32 matmuls (cuBLAS) and convolutions (cuDNN) alike.
 
     The defaults differ (convolutions may use TF32 on Ampere and newer, matmuls may not), so every
-    float32 measurement sets both explicitly and says which mode it ran in. Do not call torch.compile
-    inside the block: with the new settings, `torch.get_float32_matmul_precision()` (which Inductor
-    reads) raises there.
+    float32 measurement sets both explicitly and says which mode it ran in.
     """
-    switches, (on, off) = _tf32_switches(backends)
-    before = [getattr(obj, name) for obj, name in switches]
-    for obj, name in switches:
-        setattr(obj, name, on if enabled else off)
-    try:
-        yield
-    finally:
-        for (obj, name), value in zip(switches, before):
-            setattr(obj, name, value)
+    return backend_flags(tf32_matmul=enabled, tf32_conv=enabled, backends=backends)
 
 
 def matmul_flops(m: int, n: int, k: int) -> int:
@@ -158,7 +135,7 @@ def relative_error(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, rows: in
 
 
 # Largest relative error accepted before a format is timed (fp8's 3 mantissa bits give ~5 %).
-TOLERANCE = {"fp32": 1e-5, "tf32": 5e-3, "bf16": 2e-2, "fp16": 5e-3, "fp8": 0.15}
+MATMUL_TOLERANCE = {"fp32": 1e-5, "tf32": 5e-3, "bf16": 2e-2, "fp16": 5e-3, "fp8": 0.15}
 
 
 def matmul_probe(n: int, fmt: str, device: torch.device | str, warmup: int = 2, repeats: int = 5) -> dict:
@@ -168,8 +145,8 @@ def matmul_probe(n: int, fmt: str, device: torch.device | str, warmup: int = 2, 
     with tf32_mode(fmt == "tf32"):
         call = _matmul_call(a, b, fmt)
         err = relative_error(call(), a, b)
-        if not err <= TOLERANCE[fmt]:
-            raise AssertionError(f"{fmt} matmul n={n} is wrong: relative error {err:.2e} > {TOLERANCE[fmt]}")
+        if not err <= MATMUL_TOLERANCE[fmt]:
+            raise AssertionError(f"{fmt} matmul n={n} is wrong: relative error {err:.2e} > {MATMUL_TOLERANCE[fmt]}")
         m = time_op(call, device, warmup, repeats)
     nbytes = 1 if fmt == "fp8" else DTYPES[fmt].itemsize
     return {"format": fmt, "n": n, "seconds": m.median, "tflops": matmul_flops(n, n, n) / m.median / 1e12,
@@ -220,24 +197,70 @@ def benchmark_median(stmt: str, env: dict, min_run_time: float = 0.5) -> float:
     return timer.blocked_autorange(min_run_time=min_run_time).median
 
 
-@contextmanager
-def backend_flags(benchmark: bool = False, deterministic: bool = False) -> Iterator[None]:
-    """Set cudnn.benchmark and deterministic algorithms inside the block, then restore both.
+def _conv_tf32_switch(backends) -> tuple[object, str, tuple[object, object]]:
+    """The (object, attribute, (on, off)) that lets cuDNN run float32 convolutions in TF32.
 
-    Deterministic algorithms also need CUBLAS_WORKSPACE_CONFIG on CUDA. Set here if absent, it satisfies
-    PyTorch's check, but a workspace PyTorch already gave cuBLAS (at this process's first cuBLAS call on a
-    stream) keeps its size: for a deterministic run, set it before Python starts.
+    The `fp32_precision` setting where this torch has it (2.9 and later): once anything in the process
+    has set one, reading the legacy `allow_tf32` flags raises RuntimeError.
     """
-    before = (torch.backends.cudnn.benchmark, torch.are_deterministic_algorithms_enabled())
-    set_env = deterministic and "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    conv = getattr(backends.cudnn, "conv", None)
+    if hasattr(conv, "fp32_precision"):
+        return conv, "fp32_precision", ("tf32", "ieee")
+    return backends.cudnn, "allow_tf32", (True, False)
+
+
+def _matmul_precision_state(backends) -> tuple[list[tuple[object, str, object]], str | None]:
+    """What `torch.set_float32_matmul_precision` changes, read so that it can be restored.
+
+    The per-backend `fp32_precision` values where this torch has them (reading the global precision
+    can raise after one was set on its own), else the global precision.
+    """
+    found = [(o, "fp32_precision") for o in (backends.cuda.matmul, getattr(getattr(backends, "mkldnn", None), "matmul", None))
+             if hasattr(o, "fp32_precision")]
+    saved = [(o, a, getattr(o, a)) for o, a in found]
+    return saved, None if saved else torch.get_float32_matmul_precision()
+
+
+@contextmanager
+def backend_flags(*, tf32_matmul: bool | None = None, tf32_conv: bool | None = None,
+                  benchmark: bool | None = None, deterministic: bool | None = None,
+                  backends=torch.backends) -> Iterator[None]:
+    """Set PyTorch's backend flags inside the block, then restore them; None leaves a flag as it is.
+
+    `tf32_matmul`: float32 matmuls may use TF32 (`torch.set_float32_matmul_precision("high")`, else
+    "highest"): the precision Inductor reads stays consistent, so `torch.compile` works in the block.
+    `tf32_conv`: cuDNN may run float32 convolutions in TF32 (PyTorch's default on Ampere and newer).
+    `benchmark`: cudnn.benchmark times cuDNN's algorithms on each new shape. `deterministic`:
+    `torch.use_deterministic_algorithms` (a warning where an operation has none) and cuDNN's
+    deterministic switch. Deterministic cuBLAS also needs CUBLAS_WORKSPACE_CONFIG: set here if absent,
+    it satisfies PyTorch's check, but a workspace cuBLAS already got (at this process's first cuBLAS call
+    on a stream) keeps its size: for a deterministic run, set it before Python starts.
+    """
+    conv, name, (on, off) = _conv_tf32_switch(backends)
+    matmul = _matmul_precision_state(backends)
+    saved = (getattr(conv, name), backends.cudnn.benchmark, backends.cudnn.deterministic,
+             torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    set_env = bool(deterministic) and "CUBLAS_WORKSPACE_CONFIG" not in os.environ
     if set_env:
         os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
-    torch.backends.cudnn.benchmark = benchmark
-    torch.use_deterministic_algorithms(deterministic)
+    if tf32_matmul is not None:
+        torch.set_float32_matmul_precision("high" if tf32_matmul else "highest")
+    if tf32_conv is not None:
+        setattr(conv, name, on if tf32_conv else off)
+    if benchmark is not None:
+        backends.cudnn.benchmark = benchmark
+    if deterministic is not None:
+        torch.use_deterministic_algorithms(deterministic, warn_only=True)
+        backends.cudnn.deterministic = deterministic
     try:
         yield
     finally:
-        torch.backends.cudnn.benchmark = before[0]
-        torch.use_deterministic_algorithms(before[1])
+        setattr(conv, name, saved[0])
+        backends.cudnn.benchmark, backends.cudnn.deterministic = saved[1], saved[2]
+        torch.use_deterministic_algorithms(saved[3], warn_only=saved[4])
+        for obj, attr, value in matmul[0]:
+            setattr(obj, attr, value)
+        if matmul[1] is not None:
+            torch.set_float32_matmul_precision(matmul[1])
         if set_env:
             del os.environ["CUBLAS_WORKSPACE_CONFIG"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -116,6 +117,41 @@ def mnist_tensors(train: bool = True, root: str | Path | None = None,
     """MNIST as one uint8 image tensor (N, 28, 28) and one int64 label tensor (N,)."""
     ds = mnist(train=train, root=root, download=download)
     return ds.data, ds.targets
+
+
+@dataclass
+class Data:
+    """MNIST once, in memory: uint8 images and labels, and chapter 4's split."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    train_idx: torch.Tensor
+    val_idx: torch.Tensor
+
+    @classmethod
+    def load(cls, limit: int | None = None) -> Data:
+        """Read MNIST (all of it, or the first `limit` images of each split: a smoke run)."""
+        from .loaders import train_val_split  # loaders imports this module
+
+        images, labels = mnist_tensors(train=True)
+        test_images, test_labels = mnist_tensors(train=False)
+        train_idx, val_idx = train_val_split(len(labels), val_size=5000, seed=0)
+        if limit is not None:
+            train_idx, val_idx = train_idx[:limit], val_idx[:max(limit // 10, 1)]
+            test_images, test_labels = test_images[:limit], test_labels[:limit]
+        return cls(images, labels, test_images, test_labels, train_idx, val_idx)
+
+    def all_index(self) -> torch.Tensor:
+        """Every training image: the split's and the validation's together, in file order."""
+        return torch.cat([self.train_idx, self.val_idx]).sort().values
+
+    def train_index(self, which: str = "split") -> torch.Tensor:
+        """The training images a recipe uses: the split's ("split") or all of them ("all")."""
+        if which not in ("split", "all"):
+            raise ValueError(f"unknown training images {which!r}: use split or all")
+        return self.all_index() if which == "all" else self.train_idx
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:

@@ -17,11 +17,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import itertools
 import math
 import os
 import statistics
 import sys
 import time
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -30,6 +33,7 @@ from torch import nn
 from .bench import synchronize
 from .cli import OneLineParser
 from .data import CorruptDatasetError, DatasetNotFoundError
+from .device import DeviceNotAvailableError
 
 BACKENDS = {"cpu": "gloo", "cuda": "nccl"}
 OPTIMIZERS = ("adam", "sgd")
@@ -136,23 +140,6 @@ def warmup_factor(step: int, warmup: int) -> float:
     return 1.0 if warmup <= 0 or step >= warmup else (step + 1) / warmup
 
 
-def pick(device: str, local_rank: int) -> torch.device:
-    """This process's device: cpu, or cuda:LOCAL_RANK; one clear error when CUDA is asked for but absent."""
-    device = device.lower()
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu":
-        return torch.device("cpu")
-    if device != "cuda":
-        raise ValueError(f"unknown device {device!r}: use cpu, cuda or auto")
-    if not torch.cuda.is_available():
-        raise ValueError("--device cuda asked for, but torch sees no CUDA device here")
-    if local_rank >= torch.cuda.device_count():
-        raise ValueError(f"local rank {local_rank} has no GPU: only {torch.cuda.device_count()} visible")
-    torch.cuda.set_device(local_rank)
-    return torch.device("cuda", local_rank)
-
-
 def shard(n: int, rank: int, world: int) -> torch.Tensor:
     """Positions rank, rank + world, ... of range(n): every item exactly once across the ranks (evaluation)."""
     return torch.arange(rank, n, world)
@@ -186,42 +173,33 @@ def train_loader(images: torch.Tensor, labels: torch.Tensor, batch: int, rank: i
     return loader, sampler
 
 
-def make_step(model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device):
-    """One optimizer step on uint8 images (normalised on the device); returns the local loss, not synchronised."""
+def make_step(model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device, schedule=None):
+    """`step.make_step` on uint8 images (normalised on the device); DDP all-reduces the gradients in `backward`.
+
+    The all-reduce runs bucket by bucket as gradients become ready, overlapping the rest of the backward
+    pass. The step returns this rank's loss, not synchronised.
+    """
     from .data import normalize
+    from .step import make_step as one_step
 
-    loss_fn = nn.CrossEntropyLoss()
-
-    def step(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        x = normalize(images.to(device, non_blocking=True))
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x), labels.to(device, non_blocking=True))
-        loss.backward()  # DDP all-reduces the gradients here, bucket by bucket, as they become ready
-        optimizer.step()
-        return loss.detach()
-
-    return step
+    return one_step(model, optimizer, nn.CrossEntropyLoss(), device, prepare=normalize, schedule=schedule)
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device,
+def sharded_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device,
              rank: int, world: int) -> float:
-    """Test accuracy: each rank scores its shard, then one all-reduce sums the counts."""
+    """Test accuracy: each rank counts right answers on its shard, then one all-reduce sums the counts."""
     import torch.distributed as dist
 
     from .data import normalize
+    from .step import count_correct
 
-    model.eval()
     index = shard(len(labels), rank, world)
-    counts = torch.zeros(2, dtype=torch.long, device=device)
-    for start in range(0, len(index), 1000):
-        i = index[start:start + 1000]
-        predicted = model(normalize(images[i].to(device))).argmax(1)
-        counts[0] += (predicted == labels[i].to(device)).sum()
-        counts[1] += len(i)
-    dist.all_reduce(counts)
+    batches = ((images[i], labels[i]) for i in index.split(1000))
+    counts = count_correct(model, batches, device, prepare=normalize)
+    total = torch.stack([counts["correct"], torch.tensor(counts["count"], device=device)])
+    dist.all_reduce(total)
     model.train()
-    return counts[0].item() / counts[1].item()
+    return total[0].item() / total[1].item()
 
 
 def time_steps(model, step, batches, k: int, synced: bool, device: torch.device) -> list[float]:
@@ -287,92 +265,149 @@ def log(rank: int, *parts) -> None:
         print(*parts, flush=True)
 
 
-def run(args, rank: int, world: int, local_rank: int) -> dict:
-    """Set up the process group, train, evaluate, measure; return rank 0's result (other ranks: {})."""
-    import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel as DDP
+@dataclass
+class Plan:
+    """What the command line asks of this process: its device, backend, batch, learning rate and threads."""
 
-    from .data import mnist_tensors
-    from .records import provenance
+    device: torch.device
+    backend: str
+    batch: int
+    rule: str
+    lr: float
+    threads: int
 
-    device = pick(args.device, local_rank)
+
+def plan(args, world: int, local_rank: int) -> Plan:
+    """Check the arguments against this process and derive its settings; a ValueError says what to change."""
+    from .device import process_device
+
+    device = process_device(args.device, local_rank)
     backend = choose_backend(device.type, args.backend)
     if args.sync_bn and not args.batchnorm:
         raise ValueError("--sync-bn converts BatchNorm layers: add --batchnorm")
     if args.sync_bn and device.type != "cuda":
         raise ValueError("SyncBatchNorm needs CUDA tensors (torch refuses CPU ones): drop --sync-bn on a CPU")
-    batch = per_rank_batch(args.global_batch, world)
     rule = args.scale or ("linear" if args.optimizer == "sgd" else "sqrt")
-    lr = scaled_lr(args.lr, args.global_batch, args.base_batch, rule)
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
-    threads = args.threads or max(1, (os.cpu_count() or 1) // local_world)
-    if device.type == "cpu":
-        torch.set_num_threads(threads)
-    if not dist.is_initialized():
-        dist.init_process_group(backend, device_id=device if device.type == "cuda" else None)
-    images, labels = mnist_tensors(train=True, download=False)  # ranks must not race to download
+    return Plan(device, backend, per_rank_batch(args.global_batch, world), rule,
+                scaled_lr(args.lr, args.global_batch, args.base_batch, rule),
+                args.threads or max(1, (os.cpu_count() or 1) // local_world))
+
+
+def load_mnist(limit: int | None) -> tuple[torch.Tensor, ...]:
+    """Training and test images and labels (the first `limit` of each); never downloads: ranks must not race."""
+    from .data import mnist_tensors
+
+    images, labels = mnist_tensors(train=True, download=False)
     test_images, test_labels = mnist_tensors(train=False, download=False)
-    if args.limit:
-        images, labels = images[:args.limit], labels[:args.limit]
-        test_images, test_labels = test_images[:args.limit], test_labels[:args.limit]
-    loader, sampler = train_loader(images, labels, batch, rank, world, args.seed)
-    if len(loader) == 0:
-        raise ValueError(f"{len(labels)} images give no full global batch of {args.global_batch}")
-    model = DDP(build_model(args.batchnorm, args.sync_bn, device, args.seed),
-                device_ids=[local_rank] if device.type == "cuda" else None)
-    optimizer = build_optimizer(args.optimizer, model.parameters(), lr)
-    step = make_step(model, optimizer, device)
-    log(rank, f"{world} process(es) x {backend} on {device.type}"
-              f"{f', {threads} thread(s) each' if device.type == 'cpu' else ''} | global batch {args.global_batch}"
-              f" = {world} x {batch} | {args.optimizer} lr {lr:.4g} ({rule} rule from {args.lr:g} at batch "
-              f"{args.base_batch}) | warm-up {args.warmup} steps")
-    steps = int(args.epochs * len(loader))
-    history, done, start = [], 0, time.perf_counter()
-    epoch = 0
+    if limit:
+        images, labels, test_images, test_labels = (t[:limit] for t in (images, labels, test_images, test_labels))
+    return images, labels, test_images, test_labels
+
+
+def warmup_schedule(optimizer: torch.optim.Optimizer, warmup: int):
+    """A LambdaLR stepped after each optimizer step: step i runs at lr x warmup_factor(i, warmup)."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: warmup_factor(i, warmup))
+
+
+def failing_on(step, rank: int, fail_rank: int | None, at: int = 1):
+    """`step`, or on rank `fail_rank` a step that raises at call `at` (tests: a worker that fails mid-run)."""
+    if fail_rank != rank:
+        return step
+    calls = [0]
+
+    def failing(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if calls[0] == at:
+            raise RuntimeError(f"rank {rank} fails on purpose at step {at} (--fail-on-rank)")
+        calls[0] += 1
+        return step(images, labels)
+
+    return failing
+
+
+def train_epochs(step, loader, sampler, steps: int, evaluate_epoch, device: torch.device, rank: int) -> list[dict]:
+    """Run `steps` steps, epoch after epoch; after each, the mean loss over all ranks and `evaluate_epoch()`."""
+    import torch.distributed as dist
+
+    history, done, epoch, start = [], 0, 0, time.perf_counter()
     while done < steps:
         sampler.set_epoch(epoch)  # a different shuffle each epoch, the same on every rank
-        total = torch.zeros((), device=device)
-        count = 0
-        for images_b, labels_b in loader:
-            if done == steps:
-                break
-            if args.fail_on_rank == rank and done == 1:
-                raise RuntimeError(f"rank {rank} fails on purpose at step {done} (--fail-on-rank)")
-            for group in optimizer.param_groups:
-                group["lr"] = lr * warmup_factor(done, args.warmup)
-            total += step(images_b, labels_b)
+        total, count = torch.zeros((), device=device), 0
+        for images, labels in itertools.islice(loader, steps - done):
+            total += step(images, labels)
             count += 1
-            done += 1
-        epoch += 1
+        done, epoch = done + count, epoch + 1
         sums = torch.stack([total, torch.tensor(float(count), device=device)])
         dist.all_reduce(sums)  # the epoch's mean loss over every rank's batches
-        accuracy = evaluate(model.module, test_images, test_labels, device, rank, world)
+        accuracy = evaluate_epoch()
         history.append({"epoch": epoch, "steps": done, "train_loss": (sums[0] / sums[1].clamp(min=1)).item(),
                         "test_accuracy": accuracy, "seconds": time.perf_counter() - start})
         log(rank, f"epoch {epoch}: {done} steps, loss {history[-1]['train_loss']:.4f}, "
                   f"test accuracy {100 * accuracy:.2f} %, {history[-1]['seconds']:.1f} s")
-    result = {"world": world, "backend": backend, "threads": threads if device.type == "cpu" else None,
-              "global_batch": args.global_batch, "per_rank_batch": batch, "optimizer": args.optimizer,
-              "lr": lr, "scale_rule": rule, "warmup": args.warmup, "batchnorm": args.batchnorm,
+    return history
+
+
+def run(args, rank: int, world: int, local_rank: int) -> dict:
+    """Set up the process group, train, evaluate, measure; return rank 0's result (other ranks: {})."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    p = plan(args, world, local_rank)
+    if p.device.type == "cpu":
+        torch.set_num_threads(p.threads)
+    if not dist.is_initialized():
+        dist.init_process_group(p.backend, device_id=p.device if p.device.type == "cuda" else None)
+    images, labels, test_images, test_labels = load_mnist(args.limit)
+    loader, sampler = train_loader(images, labels, p.batch, rank, world, args.seed)
+    if len(loader) == 0:
+        raise ValueError(f"{len(labels)} images give no full global batch of {args.global_batch}")
+    model = DDP(build_model(args.batchnorm, args.sync_bn, p.device, args.seed),
+                device_ids=[local_rank] if p.device.type == "cuda" else None)
+    optimizer = build_optimizer(args.optimizer, model.parameters(), p.lr)
+    step = make_step(model, optimizer, p.device, schedule=warmup_schedule(optimizer, args.warmup))
+    log(rank, f"{world} process(es) x {p.backend} on {p.device.type}"
+              f"{f', {p.threads} thread(s) each' if p.device.type == 'cpu' else ''} | global batch "
+              f"{args.global_batch} = {world} x {p.batch} | {args.optimizer} lr {p.lr:.4g} ({p.rule} rule from "
+              f"{args.lr:g} at batch {args.base_batch}) | warm-up {args.warmup} steps")
+    steps = int(args.epochs * len(loader))
+    history = train_epochs(failing_on(step, rank, args.fail_on_rank), loader, sampler, steps,
+                           partial(sharded_accuracy, model.module, test_images, test_labels, p.device, rank, world),
+                           p.device, rank)
+    result = {"world": world, "backend": p.backend, "threads": p.threads if p.device.type == "cpu" else None,
+              "global_batch": args.global_batch, "per_rank_batch": p.batch, "optimizer": args.optimizer,
+              "lr": p.lr, "scale_rule": p.rule, "warmup": args.warmup, "batchnorm": args.batchnorm,
               "sync_bn": args.sync_bn, "steps": steps, "history": history,
-              "parameters": sum(p.numel() for p in model.parameters()),
+              "parameters": sum(q.numel() for q in model.parameters()),
               "replica_checksums": gather(checksum(model)),
               "running_means": gather(_first_running_mean(model))}  # per rank: evaluation uses each rank's own
     if args.measure:
-        result["measure"] = measure(model, step, loader, sampler, args.measure, device)
+        result["measure"] = measure(model, step, loader, sampler, args.measure, p.device)
         m = result["measure"]
         log(rank, f"step with all-reduce {1e3 * max(m['synced_s']):.2f} ms, without {1e3 * max(m['no_sync_s']):.2f}"
                   f" ms (slowest rank's median of {args.measure})")
     if args.checkpoint and rank == 0:
-        from .checkpoint import save_checkpoint
-
-        save_checkpoint({"model": model.module.state_dict(), "result": {k: v for k, v in result.items()
-                                                                        if k != "measure"}}, args.checkpoint)
-        log(rank, f"checkpoint written: {Path(args.checkpoint).name}")
-    result["provenance"] = provenance(device, sys.argv[1:], kind="ddp")
-    result["provenance"]["command"] = result["provenance"]["command"].replace("<N>", str(world))
+        save_trained(model.module, result, args.checkpoint)
+    result["provenance"] = provenance_for(p.device, world)
     del model, optimizer, step  # release DDP's reducer before the process group goes (clean exit, see DESIGN)
     return result if rank == 0 else {}
+
+
+def save_trained(model: nn.Module, result: dict, path: str) -> None:
+    """Write the trained weights and the run's result (without timings of --measure) atomically to `path`."""
+    from .checkpoint import save_checkpoint
+
+    save_checkpoint({"model": model.state_dict(), "result": {k: v for k, v in result.items() if k != "measure"}},
+                    path)
+    print(f"checkpoint written: {Path(path).name}", flush=True)
+
+
+def provenance_for(device: torch.device, world: int) -> dict:
+    """The records' provenance of this run, its command with the real number of processes."""
+    from .records import provenance
+
+    found = provenance(device, sys.argv[1:], kind="ddp")
+    found["command"] = found["command"].replace("<N>", str(world))
+    return found
 
 
 def _first_running_mean(model: nn.Module) -> list[float] | None:
@@ -385,8 +420,6 @@ def _first_running_mean(model: nn.Module) -> list[float] | None:
 
 def measure(model, step, loader, sampler, k: int, device: torch.device) -> dict:
     """Per-rank median step time with and without all-reduce, and all-reduce alone for a range of sizes."""
-    import itertools
-
     sampler.set_epoch(10_000)
     batches = itertools.cycle(list(itertools.islice(iter(loader), k + 2)))
     time_steps(model, step, batches, 2, True, device)  # warm-up
@@ -406,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), RANK="0", WORLD_SIZE="1")
     try:
         result = run(args, rank, world, local_rank)
-    except (ValueError, DatasetNotFoundError, CorruptDatasetError) as err:  # one line, exit 2; printed once
+    except (ValueError, DatasetNotFoundError, CorruptDatasetError, DeviceNotAvailableError) as err:  # one line, exit 2; printed once
         if rank == 0:
             print(f"accelbook.ddp: error: {err}", file=sys.stderr)
         _teardown()

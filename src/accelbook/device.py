@@ -13,6 +13,10 @@ from .config import DEVICE_ENV
 KINDS = ("cuda", "mps", "cpu")
 
 
+class DeviceNotAvailableError(RuntimeError):
+    """A device was asked for that this machine does not have."""
+
+
 def _mps_available() -> bool:
     """True when Apple's Metal backend is built and usable."""
     mps = getattr(torch.backends, "mps", None)
@@ -59,7 +63,7 @@ def pick_device(prefer: str | None = None, verbose: bool = True) -> torch.device
         else:
             kind, why = here[0], "fastest available"
     elif kind not in here:
-        raise RuntimeError(
+        raise DeviceNotAvailableError(
             f"device {choice!r} was asked for but is not available here (available: {', '.join(here)}); "
             f"unset {DEVICE_ENV} or choose one of those"
         )
@@ -68,7 +72,7 @@ def pick_device(prefer: str | None = None, verbose: bool = True) -> torch.device
     if index and kind != "cuda":
         raise ValueError(f"only cuda takes an index, got {choice!r}")
     if index and int(index) >= torch.cuda.device_count():
-        raise RuntimeError(f"{choice!r} asked for, but only {torch.cuda.device_count()} CUDA device(s) exist")
+        raise DeviceNotAvailableError(f"{choice!r} asked for, but only {torch.cuda.device_count()} CUDA device(s) exist")
     device = torch.device(f"{kind}:{index}" if index else kind)
     if verbose:
         print(f"Using device: {device} ({why}; available: {', '.join(here)})")
@@ -117,3 +121,19 @@ def report(device: torch.device | None = None) -> None:
     """Print `environment()` as an aligned table (the setup cell of every chapter)."""
     for key, value in environment(device).items():
         print(f"{key:>18}: {value if value is not None else '-'}")
+
+
+def process_device(asked: str, local_rank: int) -> torch.device:
+    """A distributed process's device: `asked` ("auto": $ACCELBOOK_DEVICE, else as `pick_device`); CUDA gets cuda:LOCAL_RANK.
+
+    The CUDA device is made current (`torch.cuda.set_device`), so NCCL and new tensors use this
+    process's GPU.
+    """
+    device = pick_device(None if asked.strip().lower() == "auto" else asked, verbose=False)
+    if device.type != "cuda":
+        return device
+    if local_rank >= torch.cuda.device_count():
+        raise DeviceNotAvailableError(f"local rank {local_rank} has no GPU: only {torch.cuda.device_count()} visible")
+    device = torch.device("cuda", local_rank)
+    torch.cuda.set_device(device)
+    return device

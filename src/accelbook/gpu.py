@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Callable
 
 NO_GPU = "no NVIDIA GPU here"
 
@@ -99,6 +100,28 @@ def nvml_index(device) -> int:
     except Exception:  # no NVML, or a driver without UUIDs: fall back to the ordinal
         pass
     return ordinal
+
+
+def nvml_reader(index: int = 0) -> Callable[[], dict] | None:
+    """A function reading GPU `index`'s utilisation, memory, SM clock, power and energy counter; None without one.
+
+    NVML averages utilisation over 1/6 s to 1 s, and on most GPUs since Ampere `power_w` is a one-second
+    average, so samples 50 ms apart repeat values and lag the load. `energy_mj`, the driver's energy
+    counter (Volta and newer), has no such lag: `Sampler.energy_j` uses it where it exists.
+    """
+    nv = _nvml()
+    if nv is None or nv.nvmlDeviceGetCount() <= index:
+        return None
+    h = nv.nvmlDeviceGetHandleByIndex(index)
+
+    def read() -> dict:
+        return {"gpu_util_pct": _optional(lambda: nv.nvmlDeviceGetUtilizationRates(h).gpu),  # not on MIG
+                "memory_used_gib": _optional(lambda: nv.nvmlDeviceGetMemoryInfo(h).used / 2**30),
+                "sm_clock_mhz": _optional(lambda: nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_SM)),
+                "power_w": _optional(lambda: nv.nvmlDeviceGetPowerUsage(h) / 1000),
+                "energy_mj": _optional(lambda: nv.nvmlDeviceGetTotalEnergyConsumption(h))}
+
+    return read
 
 
 def unusable_gpu() -> str | None:

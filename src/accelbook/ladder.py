@@ -27,9 +27,18 @@ from pathlib import Path
 import torch
 
 from .cli import OneLineParser
+from .data import Data
 from .formats import bf16_supported
-from .recipes import (Data, Recipe, Result, adam_implementation, backend_settings, check_change, tf32_convolutions,
-                      train_recipe, unsupported)
+from .recipes import (
+    Recipe,
+    Result,
+    adam_implementation,
+    backend_settings,
+    check_change,
+    tf32_convolutions,
+    train_recipe,
+    unsupported,
+)
 
 ARTICLE = Recipe()  # rung 0: chapter 4's recipe (DataLoader over PIL images, batch 64, Adam 1e-3, 10 epochs, fp32)
 TARGET = 0.99       # accuracy the book's fastest recipe must reach (test, mean over 5 seeds); rungs: validation
@@ -159,9 +168,10 @@ def climb(device: torch.device, data: Data, rungs: list[int] | None = None, seed
           precision: str = "auto") -> list[Row]:
     """Run the ladder: each chosen rung applied to the best recipe so far, checked, trained over `seeds`.
 
-    `epochs_scale` shortens every recipe's epochs (the quick profile); `precision` picks the
-    mixed-precision rung's format (`mixed_precision`). A rung is kept (`keep`) when it is faster and as
-    accurate on the validation split; the next rung builds on the best recipe kept so far.
+    `epochs_scale` shortens every run's epochs (the quick profile; the recipes themselves keep theirs);
+    `precision` picks the mixed-precision rung's format (`mixed_precision`). A rung is kept (`keep`)
+    when it is faster and as accurate on the validation split; the next rung builds on the best recipe
+    kept so far.
     """
     device = torch.device(device)
     chosen = set(range(len(RUNGS)) if rungs is None else rungs)
@@ -170,28 +180,47 @@ def climb(device: torch.device, data: Data, rungs: list[int] | None = None, seed
         if i not in chosen:
             continue
         recipe = for_device(replace(best, **rung.changes), device, precision)
-        recipe = replace(recipe, epochs=recipe.epochs * epochs_scale)
-        row = Row(rung.name, recipe, recipe.changes_from(replace(best, epochs=best.epochs * epochs_scale)))
+        row = run_rung(rung, recipe, best, device, data, seeds, epochs_scale, sampler_read, progress)
         rows.append(row)
-        row.skipped = unsupported(recipe, device)
-        if row.skipped:
-            log(f"{i:>2} {rung.name:<24} {row.skipped}")
-            continue
-        kind = check_kind(rung, recipe, device)
-        row.check = check_change(best, replace(recipe, epochs=best.epochs), kind, device, data)
-        if not row.check["ok"]:
-            row.skipped = f"check failed: first losses differ by {row.check['max_diff']:.2e} ({kind})"
-            log(f"{i:>2} {rung.name:<24} {row.skipped}")
-            continue
-        row.results = [train_recipe(recipe, device, data, seed=s, sampler_read=sampler_read, progress=progress)
-                       for s in range(seeds)]
-        s = row.summary()
-        row.kept = keep(s["wall_s"], s["val_accuracy"], best_wall, best_acc)
-        if row.kept:
-            best, best_wall, best_acc = replace(recipe, epochs=recipe.epochs / epochs_scale), s["wall_s"], s["val_accuracy"]
-        log(f"{i:>2} {rung.name:<24} wall {s['wall_s']:>8.2f} s  {s['steady_images_per_s']:>9,.0f} img/s  "
-            f"val {s['val_accuracy']:.2%}  {'kept' if row.kept else 'not kept'}")
+        if row.results:
+            s = row.summary()
+            row.kept = keep(s["wall_s"], s["val_accuracy"], best_wall, best_acc)
+            if row.kept:
+                best, best_wall, best_acc = recipe, s["wall_s"], s["val_accuracy"]
+        log(f"{i:>2} {row_line(row)}")
     return rows
+
+
+def shortened(recipe: Recipe, epochs_scale: float) -> Recipe:
+    """`recipe` with its epochs times `epochs_scale` (the quick profile runs a fraction of each)."""
+    return replace(recipe, epochs=recipe.epochs * epochs_scale)
+
+
+def run_rung(rung: Rung, recipe: Recipe, best: Recipe, device: torch.device, data: Data, seeds: int,
+             epochs_scale: float, sampler_read, progress: bool) -> Row:
+    """One rung: skipped where `recipe` cannot run here, checked against `best`, then trained over `seeds`."""
+    run = shortened(recipe, epochs_scale)
+    row = Row(rung.name, run, run.changes_from(shortened(best, epochs_scale)))
+    row.skipped = unsupported(run, device)
+    if row.skipped:
+        return row
+    kind = check_kind(rung, recipe, device)
+    row.check = check_change(best, replace(recipe, epochs=best.epochs), kind, device, data)
+    if not row.check["ok"]:
+        row.skipped = f"check failed: first losses differ by {row.check['max_diff']:.2e} ({kind})"
+        return row
+    row.results = [train_recipe(run, device, data, seed=s, sampler_read=sampler_read, progress=progress)
+                   for s in range(seeds)]
+    return row
+
+
+def row_line(row: Row) -> str:
+    """A rung's outcome in one line of the log: why it was skipped, or its time, rate, accuracy and verdict."""
+    if row.skipped:
+        return f"{row.rung:<24} {row.skipped}"
+    s = row.summary()
+    return (f"{row.rung:<24} wall {s['wall_s']:>8.2f} s  {s['steady_images_per_s']:>9,.0f} img/s  "
+            f"val {s['val_accuracy']:.2%}  {'kept' if row.kept else 'not kept'}")
 
 
 def keep(wall: float, acc: float, best_wall: float | None, best_acc: float | None) -> bool:
@@ -212,7 +241,7 @@ def record(rows: list[Row], device: torch.device, argv: list[str], quick: bool) 
         if base and s.get("wall_s"):
             s["speedup_wall"] = base["wall_s"] / s["wall_s"]
             s["speedup_steady"] = s["steady_images_per_s"] / base["steady_images_per_s"]
-    for s, row in zip(summaries, rows):
+    for s, row in zip(summaries, rows, strict=True):
         s["adam"] = adam_implementation(row.recipe, device)  # print what was chosen
     top = next((r for r in reversed(rows) if r.kept), None)
     return {"provenance": prov, "kind": "ladder", "quick": quick, "target": TARGET, "rungs": summaries,
@@ -235,7 +264,7 @@ def race(device: torch.device, data: Data, seeds, precision: str = "auto") -> di
 
     device, book = torch.device(device), fastest_for(device, precision)
     runs: dict[str, list[dict]] = {"anchor (re-implemented)": [], "book's fastest": []}
-    for i, seed in enumerate([None, *seeds]):  # None: the warm-up (allocator, kernel choice, caches), not counted
+    for seed in [None, *seeds]:  # None: the warm-up (allocator, kernel choice, caches), not counted
         tensors = anchor_tensors(data, device, seed or 0)
         with backend_settings(book):
             anchor = train_anchor(tensors, device, seed or 0)
@@ -306,7 +335,7 @@ def parse_rungs(text: str) -> list[int]:
     return sorted(set(chosen))
 
 
-def parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     """The command line's options."""
     p = OneLineParser(prog="python -m accelbook.ladder", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -327,12 +356,12 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Command line: climb the ladder, print the table, write the record, compare if asked."""
     argv = sys.argv[1:] if argv is None else argv
-    p = parser()
+    p = build_parser()
     args = p.parse_args(argv)
     if args.seeds < 1:
         p.error("--seeds must be at least 1")
     from .device import pick_device
-    from .profiling import nvml_index, nvml_reader
+    from .gpu import nvml_index, nvml_reader
 
     try:
         other = load_record(args.compare) if args.compare else None

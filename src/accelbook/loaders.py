@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 
@@ -61,3 +61,45 @@ def iterate_seconds(batches: Iterable, device: torch.device) -> float:
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
     synchronize(device)
     return time.perf_counter() - start
+
+
+def endless(batches: Iterable) -> Iterator:
+    """Batches from `batches`, starting a new epoch (a new iterator) whenever one ends."""
+    while True:
+        empty = True
+        for batch in batches:
+            empty = False
+            yield batch
+        if empty:
+            raise ValueError("the loader yields no batches")
+
+
+class AugmentedLoader:
+    """Batches of uint8 images, each transformed on its own (new random parameters every time), then normalised.
+
+    A v2 transform given a whole batch applies one set of random parameters to every image in it; this
+    loader calls it per image, as a DataLoader over a Dataset with that transform would.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, transform: Callable | None,
+                 seed: int = 0, device: torch.device | str = "cpu"):
+        self.images, self.labels = images.unsqueeze(1) if images.dim() == 3 else images, labels
+        self.batch_size, self.transform, self.device = batch_size, transform, torch.device(device)
+        self.generator = torch.Generator().manual_seed(seed)  # the order of the images: the same with or without
+        self.draws = torch.Generator().manual_seed(seed + 1_000_003)  # a transform, which draws from its own
+
+    def __len__(self) -> int:
+        """Batches per epoch."""
+        return -(-len(self.labels) // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One shuffled epoch of (normalised, augmented images, labels) on the device."""
+        order = torch.randperm(len(self.labels), generator=self.generator)
+        for start in range(0, len(order), self.batch_size):
+            index = order[start:start + self.batch_size]
+            batch = self.images[index]
+            if self.transform is not None:
+                with torch.random.fork_rng(devices=[]):  # v2 draws from the global generator: seed a private copy
+                    torch.manual_seed(int(torch.randint(0, 2**31 - 1, (), generator=self.draws)))
+                    batch = torch.stack([self.transform(img) for img in batch])
+            yield normalize(batch).to(self.device), self.labels[index].to(self.device)

@@ -34,7 +34,7 @@ class ConvNet(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The convolutional trunk: (N, 1, 28, 28) -> (N, 128, 1, 1)."""
-        for conv, norm in zip((self.conv1, self.conv2, self.conv3, self.conv4), self.norms):
+        for conv, norm in zip((self.conv1, self.conv2, self.conv3, self.conv4), self.norms, strict=True):
             x = self.pool(self.act(norm(conv(x))))
         return self.glob_avg(x)
 

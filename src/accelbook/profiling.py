@@ -22,29 +22,19 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import torch
 from torch import nn
 from torch.profiler import ProfilerActivity, record_function
 
 from .bench import synchronize
-from .gpu import nvml_index  # noqa: F401  (chapter 5 and the ladder import it from here)
+from .loaders import endless
+from .step import make_step
 
 PHASES = ("data", "copy", "forward", "backward", "optimizer")
-
-
-def endless(batches: Iterable) -> Iterator:
-    """Batches from `batches`, starting a new epoch (a new iterator) whenever one ends."""
-    while True:
-        empty = True
-        for batch in batches:
-            empty = False
-            yield batch
-        if empty:
-            raise ValueError("the loader yields no batches")
 
 
 @contextmanager
@@ -63,19 +53,13 @@ def _phase(name: str, device: torch.device, times: dict | None) -> Iterator[None
 
 def train_step(model: nn.Module, batches: Iterator, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
                device: torch.device, times: dict | None = None) -> torch.Tensor:
-    """One training step in named phases (PHASES); with `times`, each phase is synchronised and timed."""
-    with _phase("data", device, times):
+    """The package's one step (`step.make_step`) in named phases (PHASES); with `times`, each is synchronised and timed."""
+    def phase(name: str):
+        return _phase(name, device, times)
+
+    with phase("data"):
         images, labels = next(batches)
-    with _phase("copy", device, times):
-        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-    with _phase("forward", device, times):
-        loss = loss_fn(model(images), labels)
-    with _phase("backward", device, times):
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-    with _phase("optimizer", device, times):
-        optimizer.step()
-    return loss.detach()
+    return make_step(model, optimizer, loss_fn, device, phase=phase)(images, labels)
 
 
 def step_budget(model: nn.Module, batches: Iterable, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
@@ -86,7 +70,7 @@ def step_budget(model: nn.Module, batches: Iterable, optimizer: torch.optim.Opti
     measurement affects both alike. The phases are timed with a synchronisation around each, which
     serialises CPU and device; the whole steps have none inside. On a CPU the two should agree; on a
     GPU the whole step can be shorter, by the overlap of CPU launches with GPU work that the
-    synchronisations remove. `zero_grad` counts in the backward phase.
+    synchronisations remove. `zero_grad` counts in the forward phase.
     """
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
@@ -349,30 +333,6 @@ def _events_of(prof: torch.profiler.profile) -> list[dict]:
 
 # Sampling utilisation and power while a block runs.
 
-def nvml_reader(index: int = 0) -> Callable[[], dict] | None:
-    """A function reading GPU `index`'s utilisation, memory, SM clock, power and energy counter; None without one.
-
-    NVML averages utilisation over 1/6 s to 1 s, and on most GPUs since Ampere `power_w` is a one-second
-    average, so samples 50 ms apart repeat values and lag the load. `energy_mj`, the driver's energy
-    counter (Volta and newer), has no such lag: `Sampler.energy_j` uses it where it exists.
-    """
-    from .gpu import _nvml, _optional
-
-    nv = _nvml()
-    if nv is None or nv.nvmlDeviceGetCount() <= index:
-        return None
-    h = nv.nvmlDeviceGetHandleByIndex(index)
-
-    def read() -> dict:
-        return {"gpu_util_pct": _optional(lambda: nv.nvmlDeviceGetUtilizationRates(h).gpu),  # not on MIG
-                "memory_used_gib": _optional(lambda: nv.nvmlDeviceGetMemoryInfo(h).used / 2**30),
-                "sm_clock_mhz": _optional(lambda: nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_SM)),
-                "power_w": _optional(lambda: nv.nvmlDeviceGetPowerUsage(h) / 1000),
-                "energy_mj": _optional(lambda: nv.nvmlDeviceGetTotalEnergyConsumption(h))}
-
-    return read
-
-
 def cpu_reader() -> Callable[[], dict]:
     """A function reading this process's CPU use since its previous call, in % of the cores it may run on."""
     last = [time.perf_counter(), time.process_time()]
@@ -391,7 +351,7 @@ class Sampler:
     """Poll `read()` about every `interval` seconds in a background thread while the `with` block runs.
 
     `samples` holds one dict per poll with its time `t` (seconds from the start of the block). With
-    `read=None` (no NVIDIA GPU: see `nvml_reader`) nothing is sampled, `samples` stays empty and
+    `read=None` (no NVIDIA GPU: see `gpu.nvml_reader`) nothing is sampled, `samples` stays empty and
     `energy_j` is None. The thread stops when the block ends, normally or by an exception; a reader that
     fails stops the sampling and leaves its exception in `error`, without hiding the block's own.
     """
@@ -420,7 +380,7 @@ class Sampler:
         while self._sample() and not self._stop.wait(self.interval):
             pass
 
-    def __enter__(self) -> "Sampler":
+    def __enter__(self) -> Sampler:
         self.samples, self.error, self.seconds = [], None, None
         self._stop.clear()
         self._start = time.perf_counter()

@@ -17,19 +17,21 @@ from __future__ import annotations
 import contextlib
 import itertools
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
-from typing import Callable, Iterator
 
 import torch
 from torch import nn
 
-from .bench import synchronize
+from .bench import backend_flags, synchronize
 from .config import progress_bars
-from .data import mnist, mnist_tensors, normalize
+from .data import Data, mnist, normalize
 from .formats import bf16_supported
-from .loaders import DeviceLoader, train_val_split
+from .loaders import DeviceLoader, endless
 from .models import ConvNet, SmallNet
-from .profiling import Sampler, endless
+from .profiling import Sampler
+from .step import accuracy as step_accuracy
+from .step import count_correct, make_step
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 MODELS: dict[str, Callable[[], nn.Module]] = {
@@ -40,7 +42,7 @@ MODELS: dict[str, Callable[[], nn.Module]] = {
 # How close the first steps' losses of a rung must stay to the previous rung's, by the kind of change: the same
 # arithmetic ("exact"), round-off of float32, of fp16 (10-bit mantissa) or of bf16 (7-bit), a new recipe (None).
 # "tf32": float32 on a GPU whose cuDNN convolutions run in TF32 by default (10-bit mantissa, like fp16).
-TOLERANCE = {"exact": 0.0, "fp32": 1e-4, "tf32": 1e-2, "fp16": 1e-2, "bf16": 5e-2, "recipe": None}
+LOSS_TOLERANCE = {"exact": 0.0, "fp32": 1e-4, "tf32": 1e-2, "fp16": 1e-2, "bf16": 5e-2, "recipe": None}
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,7 @@ class Recipe:
     cuda_graphs: bool = False       # CUDA: torch.compile(mode="reduce-overhead"), which replays CUDA graphs
     train_images: str = "split"     # "split": the 55,000 of chapter 4's split; "all": all 60,000
 
-    def changes_from(self, other: "Recipe") -> dict:
+    def changes_from(self, other: Recipe) -> dict:
         """The fields where this recipe differs from `other`, as {name: (other's value, this value)}."""
         return {f.name: (getattr(other, f.name), getattr(self, f.name)) for f in fields(self)
                 if getattr(self, f.name) != getattr(other, f.name)}
@@ -110,37 +112,6 @@ def unsupported(recipe: Recipe, device: torch.device) -> str | None:
     return None
 
 
-@dataclass
-class Data:
-    """MNIST once, in memory: uint8 images and labels, and chapter 4's split."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-    test_images: torch.Tensor
-    test_labels: torch.Tensor
-    train_idx: torch.Tensor
-    val_idx: torch.Tensor
-
-    @classmethod
-    def load(cls, limit: int | None = None) -> "Data":
-        """Read MNIST (all of it, or the first `limit` images of each split: a smoke run)."""
-        images, labels = mnist_tensors(train=True)
-        test_images, test_labels = mnist_tensors(train=False)
-        train_idx, val_idx = train_val_split(len(labels), val_size=5000, seed=0)
-        if limit is not None:
-            train_idx, val_idx = train_idx[:limit], val_idx[:max(limit // 10, 1)]
-            test_images, test_labels = test_images[:limit], test_labels[:limit]
-        return cls(images, labels, test_images, test_labels, train_idx, val_idx)
-
-    def all_index(self) -> torch.Tensor:
-        """Every training image: the split's and the validation's together, in file order."""
-        return torch.cat([self.train_idx, self.val_idx]).sort().values
-
-    def train_index(self, recipe: Recipe) -> torch.Tensor:
-        """The training images a recipe uses: the split's (`train_images="split"`) or all of them ("all")."""
-        return self.all_index() if recipe.train_images == "all" else self.train_idx
-
-
 class OnDevice:
     """A DataLoader's uint8 batches, copied to `device` and normalised there, as `DeviceLoader` does it."""
 
@@ -164,7 +135,7 @@ def make_loader(recipe: Recipe, data: Data, device: torch.device, seed: int, ind
     The "dataloader" path converts PIL images one by one in a DataLoader (uint8, `PILToTensor`) and
     normalises each batch on the device with the same function as the "device" path.
     """
-    index = data.train_index(recipe) if index is None else index
+    index = data.train_index(recipe.train_images) if index is None else index
     if recipe.loader == "device":
         return DeviceLoader(data.images[index], data.labels[index], recipe.batch_size, device, shuffle=shuffle,
                             drop_last=True, seed=seed)
@@ -224,40 +195,15 @@ def build(recipe: Recipe, device: torch.device, steps: int, seed: int):
     return model, forward, optimizer, schedule, scaler
 
 
-def _conv_tf32_switch(backends) -> tuple[object, str, object]:
-    """The (object, attribute, 'allowed' value) that lets cuDNN convolutions use TF32: the fp32_precision setting where torch has it."""
-    conv = getattr(backends.cudnn, "conv", None)
-    if hasattr(conv, "fp32_precision"):
-        return conv, "fp32_precision", "tf32"
-    return backends.cudnn, "allow_tf32", True
-
-
-@contextlib.contextmanager
-def backend_settings(recipe: Recipe, backends=torch.backends) -> Iterator[None]:
-    """PyTorch's default float32 settings, TF32 matmuls if the recipe asks, and its cudnn.benchmark; restored after.
+def backend_settings(recipe: Recipe, backends=torch.backends):
+    """`bench.backend_flags` for a recipe: PyTorch's float32 defaults, TF32 matmuls if it asks, its cudnn.benchmark.
 
     PyTorch's defaults: cuDNN may run float32 convolutions in TF32 (on Ampere and newer), float32 matmuls
-    stay in full precision (`torch.get_float32_matmul_precision() == "highest"`). A recipe with `tf32`
-    sets the matmul precision to "high" (TF32) with `torch.set_float32_matmul_precision`, which keeps
-    the precision Inductor reads consistent, so `torch.compile` works inside the block.
+    stay in full precision (`torch.get_float32_matmul_precision() == "highest"`); a recipe with `tf32`
+    sets the matmul precision to "high" (TF32).
     """
-    conv, name, allowed = _conv_tf32_switch(backends)
-    mm = [(obj, "fp32_precision") for obj in (backends.cuda.matmul, getattr(backends.mkldnn, "matmul", None))
-          if hasattr(obj, "fp32_precision")]
-    saved = (backends.cudnn.benchmark, getattr(conv, name), [getattr(o, a) for o, a in mm],
-             None if mm else torch.get_float32_matmul_precision())
-    backends.cudnn.benchmark = recipe.cudnn_benchmark
-    setattr(conv, name, allowed)
-    torch.set_float32_matmul_precision("high" if recipe.tf32 else "highest")
-    try:
-        yield
-    finally:
-        backends.cudnn.benchmark = saved[0]
-        setattr(conv, name, saved[1])
-        for (obj, attr), value in zip(mm, saved[2]):
-            setattr(obj, attr, value)
-        if saved[3] is not None:
-            torch.set_float32_matmul_precision(saved[3])
+    return backend_flags(tf32_matmul=recipe.tf32, tf32_conv=True, benchmark=recipe.cudnn_benchmark,
+                         backends=backends)
 
 
 def autocast(recipe: Recipe, device: torch.device):
@@ -269,27 +215,10 @@ def autocast(recipe: Recipe, device: torch.device):
 
 
 def step_fn(recipe: Recipe, device: torch.device, forward, optimizer, schedule, scaler, loss_fn) -> Callable:
-    """One optimizer step on a batch, returning the loss (on the device, not synchronised)."""
-    def step(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        images = images.to(device, non_blocking=True)
-        labels = labels.to(device, non_blocking=True)
-        if recipe.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        optimizer.zero_grad(set_to_none=True)
-        with autocast(recipe, device):
-            loss = loss_fn(forward(images), labels)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
-        if schedule is not None:
-            schedule.step()
-        return loss.detach()
-
-    return step
+    """`step.make_step` with the recipe's knobs: channels_last inputs, its autocast, scaler and schedule."""
+    prepare = (lambda x: x.contiguous(memory_format=torch.channels_last)) if recipe.channels_last else None
+    return make_step(forward, optimizer, loss_fn, device, prepare=prepare, autocast=lambda: autocast(recipe, device),
+                     scaler=scaler, schedule=schedule)
 
 
 def steps_for(recipe: Recipe, batches_per_epoch: int) -> int:
@@ -297,20 +226,17 @@ def steps_for(recipe: Recipe, batches_per_epoch: int) -> int:
     return max(1, int(recipe.epochs * batches_per_epoch))
 
 
-@torch.no_grad()
 def accuracy(model: nn.Module, recipe: Recipe, images: torch.Tensor, labels: torch.Tensor, device: torch.device,
              batch_size: int = 2000) -> float:
     """Accuracy of `model` on uint8 `images` (normalised here), evaluated as the recipe trains (precision, layout)."""
-    model.eval()
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    for start in range(0, len(labels), batch_size):
-        x = normalize(images[start:start + batch_size].to(device))
-        if recipe.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(recipe, device):
-            correct += (model(x).argmax(1) == labels[start:start + batch_size].to(device)).sum()
+    def prepare(x: torch.Tensor) -> torch.Tensor:
+        x = normalize(x)
+        return x.contiguous(memory_format=torch.channels_last) if recipe.channels_last else x
+
+    batches = ((images[i:i + batch_size], labels[i:i + batch_size]) for i in range(0, len(labels), batch_size))
+    counts = count_correct(model, batches, device, prepare=prepare, autocast=lambda: autocast(recipe, device))
     model.train()
-    return correct.item() / len(labels)
+    return step_accuracy(counts)
 
 
 def train_recipe(recipe: Recipe, device: torch.device, data: Data, seed: int = 0, sampler_read=None,
@@ -355,7 +281,7 @@ def train_recipe(recipe: Recipe, device: torch.device, data: Data, seed: int = 0
     steady_s = trained - steady_start
     rate = steady_steps * recipe.batch_size / steady_s if steady_steps else float("nan")
     return Result(wall_s=wall, warmup_s=steady_start - start, steady_images_per_s=rate,
-                  epoch_s=len(data.train_index(recipe)) / rate, steps=steps, test_accuracy=test,
+                  epoch_s=len(data.train_index(recipe.train_images)) / rate, steps=steps, test_accuracy=test,
                   val_accuracy=val, energy_j=sampler.energy_j, losses=losses, model=model)
 
 
@@ -406,37 +332,27 @@ def first_losses(recipe: Recipe, device: torch.device, data: Data, steps: int = 
         return [step(x, y).item() for x, y in batches]
 
 
-@contextlib.contextmanager
-def deterministic(enabled: bool = True) -> Iterator[None]:
-    """Deterministic algorithms (cuDNN's among them; a warning where an operation has none) inside the block, then restore.
+def deterministic(enabled: bool = True):
+    """`bench.backend_flags` with deterministic algorithms (cuDNN's among them) when `enabled`; else nothing changes.
 
     Some cuDNN backward algorithms add with atomics, so two identical runs on a GPU can differ in the last bits.
     """
-    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-             torch.backends.cudnn.deterministic)
-    if enabled:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.deterministic = True
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
-        torch.backends.cudnn.deterministic = saved[2]
+    return backend_flags(deterministic=True if enabled else None)
 
 
 def check_change(before: Recipe, after: Recipe, kind: str, device: torch.device, data: Data,
                  steps: int = 5) -> dict:
-    """Run the first steps of both recipes on the same batches; their losses must agree within TOLERANCE[kind].
+    """Run the first steps of both recipes on the same batches; their losses must agree within LOSS_TOLERANCE[kind].
 
     kind "exact" asks for identical losses (both runs with deterministic algorithms), "fp32", "tf32",
     "fp16" and "bf16" for the round-off of that format; "recipe" marks a change of the optimisation
     itself (model, batch, schedule), which only the accuracy of the full run can check.
     """
-    if kind not in TOLERANCE:
-        raise ValueError(f"unknown check {kind!r}: use one of {sorted(TOLERANCE)}")
-    if TOLERANCE[kind] is None:
+    if kind not in LOSS_TOLERANCE:
+        raise ValueError(f"unknown check {kind!r}: use one of {sorted(LOSS_TOLERANCE)}")
+    if LOSS_TOLERANCE[kind] is None:
         return {"kind": kind, "ok": True, "max_diff": None}
     with deterministic(kind == "exact"):
         a, b = first_losses(before, device, data, steps), first_losses(after, device, data, steps)
-    diff = max(abs(x - y) for x, y in zip(a, b))
-    return {"kind": kind, "ok": diff <= TOLERANCE[kind], "max_diff": diff, "before": a, "after": b}
+    diff = max(abs(x - y) for x, y in zip(a, b, strict=True))
+    return {"kind": kind, "ok": diff <= LOSS_TOLERANCE[kind], "max_diff": diff, "before": a, "after": b}

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .data import MEAN, STD, normalize
+from .step import accuracy, count_correct
 from .train import evaluate, fit
 
 LOW, HIGH = (0.0 - MEAN) / STD, (1.0 - MEAN) / STD  # pixel values 0 and 1 after normalisation
@@ -33,37 +34,6 @@ def augmentation(kind: str):
     if unknown:
         raise ValueError(f"unknown augmentation {', '.join(unknown)}: use affine, crop or affine+crop")
     return v2.Compose([parts[n] for n in names])
-
-
-class AugmentedLoader:
-    """Batches of uint8 images, each transformed on its own (new random parameters every time), then normalised.
-
-    A v2 transform given a whole batch applies one set of random parameters to every image in it; this
-    loader calls it per image, as a DataLoader over a Dataset with that transform would.
-    """
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, transform: Callable | None,
-                 seed: int = 0, device: torch.device | str = "cpu"):
-        self.images, self.labels = images.unsqueeze(1) if images.dim() == 3 else images, labels
-        self.batch_size, self.transform, self.device = batch_size, transform, torch.device(device)
-        self.generator = torch.Generator().manual_seed(seed)  # the order of the images: the same with or without
-        self.draws = torch.Generator().manual_seed(seed + 1_000_003)  # a transform, which draws from its own
-
-    def __len__(self) -> int:
-        """Batches per epoch."""
-        return -(-len(self.labels) // self.batch_size)
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """One shuffled epoch of (normalised, augmented images, labels) on the device."""
-        order = torch.randperm(len(self.labels), generator=self.generator)
-        for start in range(0, len(order), self.batch_size):
-            index = order[start:start + self.batch_size]
-            batch = self.images[index]
-            if self.transform is not None:
-                with torch.random.fork_rng(devices=[]):  # v2 draws from the global generator: seed a private copy
-                    torch.manual_seed(int(torch.randint(0, 2**31 - 1, (), generator=self.draws)))
-                    batch = torch.stack([self.transform(img) for img in batch])
-            yield normalize(batch).to(self.device), self.labels[index].to(self.device)
 
 
 class OneHotBCE(nn.Module):
@@ -181,15 +151,16 @@ def pgd_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lo: torch.Tensor
 
 def attacked_accuracy(model: nn.Module, attack: Callable, images: torch.Tensor, labels: torch.Tensor,
                       eps: float, device: torch.device, batch_size: int = 500) -> float:
-    """Accuracy of `model` on uint8 `images` after `attack(model, x, y, eps)` perturbs each batch."""
+    """Accuracy of `model` on uint8 `images` after `attack(model, x, y, eps)` perturbs each batch (`step.count_correct`)."""
     model.eval()
-    correct = 0
-    for start in range(0, len(labels), batch_size):
-        x = normalize(images[start:start + batch_size]).to(device)
-        y = labels[start:start + batch_size].to(device)
-        with torch.no_grad():
-            correct += (model(attack(model, x, y, eps)).argmax(1) == y).sum().item()
-    return correct / len(labels)
+
+    def attacked() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for start in range(0, len(labels), batch_size):
+            x = normalize(images[start:start + batch_size]).to(device)
+            y = labels[start:start + batch_size].to(device)
+            yield attack(model, x, y, eps), y
+
+    return accuracy(count_correct(model, attacked(), device))
 
 
 class AdversarialBatches:
@@ -213,7 +184,7 @@ def reliability(probs: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> li
     confidence, predicted = probs.max(1)
     edges = torch.linspace(0, 1, bins + 1)
     rows = []
-    for lo, hi in zip(edges[:-1], edges[1:]):
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
         inside = (confidence > lo) & (confidence <= hi)
         n = int(inside.sum())
         rows.append({"low": lo.item(), "high": hi.item(), "count": n,

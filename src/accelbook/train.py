@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
+
+from .step import accuracy, count_correct, make_step
 
 
 def _progress(iterable, enabled: bool, **kwargs):
@@ -76,37 +78,21 @@ def train_one_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.
                     average: WeightAverage | None = None) -> float:
     """One pass over `batches` of (images, labels), updating `average` after each step; returns the mean loss."""
     model.train()
+    step = make_step(model, optimizer, loss_fn, device, average=average)
     total, count = torch.zeros((), device=device), 0
     for images, labels in _progress(batches, progress, desc="train", leave=False):
-        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(images), labels)
-        loss.backward()
-        optimizer.step()
-        if average is not None:
-            average.update_parameters(model)
-        total += loss.detach() * labels.size(0)
+        total += step(images, labels) * labels.size(0)
         count += labels.size(0)
     return (total / max(count, 1)).item()  # .item() waits for the device: the epoch's work is done
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, batches: Iterable, device: torch.device,
              loss_fn: nn.Module | None = None) -> dict:
     """Accuracy (and mean loss when `loss_fn` is given) of `model` over `batches`."""
-    model.eval()
-    correct, count = torch.zeros((), device=device), 0
-    total = torch.zeros((), device=device)
-    for images, labels in batches:
-        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        logits = model(images)
-        correct += (logits.argmax(1) == labels).sum()
-        if loss_fn is not None:
-            total += loss_fn(logits, labels) * labels.size(0)
-        count += labels.size(0)
-    result = {"accuracy": (correct / max(count, 1)).item()}
+    counts = count_correct(model, batches, device, loss_fn=loss_fn)
+    result = {"accuracy": accuracy(counts)}
     if loss_fn is not None:
-        result["loss"] = (total / max(count, 1)).item()
+        result["loss"] = (counts["loss_sum"] / max(counts["count"], 1)).item()
     return result
 
 
