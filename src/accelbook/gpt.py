@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 ATTENTION = ("explicit", "sdpa")
 
@@ -31,6 +32,7 @@ class GPTConfig:
     dropout: float = 0.0
     bias: bool = False
     attention: str = "sdpa"
+    checkpoint: bool = False  # activation checkpointing: each block's activations recomputed in the backward pass
 
     def __post_init__(self):
         if self.attention not in ATTENTION:
@@ -130,8 +132,9 @@ class GPT(nn.Module):
         if t > self.config.block_size:
             raise ValueError(f"sequence of {t} tokens is longer than the context ({self.config.block_size})")
         x = self.drop(self.tok_emb(idx) + self.pos_emb(torch.arange(t, device=idx.device)))
+        recompute = self.config.checkpoint and torch.is_grad_enabled()
         for block in self.blocks:
-            x = block(x)
+            x = checkpoint(block, x, use_reentrant=False) if recompute else block(x)
         return self.head(self.ln_f(x))
 
 
@@ -164,11 +167,13 @@ def counted_flops_per_token(config: GPTConfig) -> float:
 
     Counted with the explicit attention, whose matrix products the counter sees: it has no formula for
     some fused kernels (PyTorch 2.14 counts nothing for SDPA's CPU flash kernel), which do the same work.
+    Counted without activation checkpointing: these are the model's FLOPs (MFU's numerator), not the
+    recomputed forward a checkpointed run adds.
     """
     from torch.utils.flop_counter import FlopCounterMode
 
     with torch.device("meta"):
-        model = GPT(replace(config, attention="explicit", dropout=0.0))
+        model = GPT(replace(config, attention="explicit", dropout=0.0, checkpoint=False))
         idx = torch.zeros(1, config.block_size, dtype=torch.long)
     with FlopCounterMode(display=False) as counter:
         lm_loss(model(idx), idx).backward()

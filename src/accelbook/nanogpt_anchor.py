@@ -62,16 +62,24 @@ def model_config(settings: AnchorSettings, vocab_size: int = 65) -> GPTConfig:
                      attention="sdpa")
 
 
-def optimizer_for(model: torch.nn.Module, settings: AnchorSettings) -> torch.optim.AdamW:
-    """nanoGPT's configure_optimizers: decay tensors of two or more dimensions, not the others."""
+def decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """nanoGPT's parameter groups: weight decay on tensors of two or more dimensions, none on the others."""
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": settings.weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=settings.learning_rate, betas=(settings.beta1, settings.beta2))
+    return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
 
 
-def learning_rate(it: int, settings: AnchorSettings) -> float:
-    """nanoGPT's get_lr: linear warm-up, cosine decay to min_lr at lr_decay_iters, min_lr after."""
+def optimizer_for(model: torch.nn.Module, settings: AnchorSettings) -> torch.optim.AdamW:
+    """nanoGPT's configure_optimizers on a CPU: AdamW over `decay_groups` (its fused AdamW is CUDA-only)."""
+    return torch.optim.AdamW(decay_groups(model, settings.weight_decay), lr=settings.learning_rate,
+                             betas=(settings.beta1, settings.beta2))
+
+
+def learning_rate(it: int, settings) -> float:
+    """nanoGPT's get_lr: linear warm-up, cosine decay to min_lr at lr_decay_iters, min_lr after.
+
+    `settings` is an AnchorSettings or anything with its four fields (the book's `lm.LMRecipe` has them).
+    """
     if it < settings.warmup_iters:
         return settings.learning_rate * (it + 1) / (settings.warmup_iters + 1)
     if it > settings.lr_decay_iters:

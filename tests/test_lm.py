@@ -1,0 +1,162 @@
+"""Chapter 10's training core (issue 23): recipes, the one step, checks, MFU, attention memory and the race."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import fields, replace
+
+import pytest
+import torch
+from torch import nn
+
+from accelbook import lm
+from accelbook.data import CharCodec, split_tokens
+from accelbook.lm import (
+    BASELINE,
+    ClipAndAccumulate,
+    Corpus,
+    LMRecipe,
+    attention_memory,
+    check_lm_change,
+    first_lm_losses,
+    mfu,
+    race_lm,
+    train_lm,
+)
+from accelbook.nanogpt_anchor import AnchorSettings, learning_rate
+from accelbook.step import make_step
+
+CPU = torch.device("cpu")
+TINY = replace(BASELINE, n_layer=1, n_head=2, n_embd=32, block_size=16, batch_size=8, iters=40, warmup_iters=5,
+               lr_decay_iters=40, learning_rate=1e-2, min_lr=1e-3, eval_interval=10, eval_iters=2)
+
+
+@pytest.fixture(scope="module")
+def corpus() -> Corpus:
+    """A small repetitive text (no dataset needed) that a tiny model learns within a few dozen steps."""
+    text = "To be, or not to be, that is the question: whether 'tis nobler in the mind to suffer. " * 60
+    codec = CharCodec(text)
+    train, val = split_tokens(codec.encode(text))
+    return Corpus(train, val, codec)
+
+
+def test_the_baseline_is_nanogpts_cpu_recipe():
+    """Every shared setting of rung 0 is the anchor's (nanoGPT at 3adf61e), with explicit attention in fp32."""
+    a = AnchorSettings()
+    assert (BASELINE.n_layer, BASELINE.n_head, BASELINE.n_embd, BASELINE.block_size, BASELINE.batch_size) == (4, 4, 128, 64, 12)
+    assert (BASELINE.iters, BASELINE.learning_rate, BASELINE.min_lr, BASELINE.warmup_iters, BASELINE.lr_decay_iters) == \
+        (a.max_iters, a.learning_rate, a.min_lr, a.warmup_iters, a.lr_decay_iters)
+    assert (BASELINE.betas, BASELINE.weight_decay, BASELINE.grad_clip, BASELINE.dropout) == ((0.9, 0.99), 0.1, 1.0, 0.0)
+    assert (BASELINE.attention, BASELINE.precision, BASELINE.compile, BASELINE.fused) == ("explicit", "fp32", "", False)
+    assert BASELINE.changes_from(replace(BASELINE, attention="sdpa")) == {"attention": ("sdpa", "explicit")}
+    assert {f.name for f in fields(LMRecipe)} >= {"grad_accum", "checkpointing", "eval_interval", "eval_iters"}
+
+
+def test_a_check_passes_for_the_same_recipe_and_fails_for_a_real_change(corpus):
+    assert check_lm_change(TINY, TINY, "exact", CPU, corpus)["ok"]
+    wrong = check_lm_change(TINY, replace(TINY, learning_rate=TINY.learning_rate * 10), "fp32", CPU, corpus)
+    assert not wrong["ok"] and wrong["max_diff"] > 1e-3
+    assert check_lm_change(TINY, replace(TINY, attention="sdpa"), "fp32", CPU, corpus)["ok"]
+    with pytest.raises(ValueError, match="unknown check"):
+        check_lm_change(TINY, TINY, "close enough", CPU, corpus)
+
+
+def test_accumulated_micro_batches_take_the_step_of_the_whole_batch(corpus):
+    """Two micro-batches of 4 and one batch of 8: the same first losses to float32 round-off (not with 8 steps)."""
+    whole = first_lm_losses(TINY, CPU, corpus, steps=4)
+    split = first_lm_losses(replace(TINY, grad_accum=2), CPU, corpus, steps=4)
+    assert max(abs(a - b) for a, b in zip(whole, split, strict=True)) < 1e-4
+    assert whole[-1] < whole[0]
+
+
+def test_clipping_happens_after_the_last_micro_batch_before_the_step():
+    p = nn.Parameter(torch.zeros(4))
+    optimizer = torch.optim.SGD([p], lr=1.0)
+    control = ClipAndAccumulate(optimizer, [p], clip=1.0, accumulate=2)
+    step = make_step(lambda x: (x * p).sum(), control, lambda out, _: 100.0 * out, CPU, scaler=control)
+    step(torch.ones(4), torch.zeros(()))
+    assert torch.equal(p.detach(), torch.zeros(4))  # the first micro-batch only accumulates
+    step(torch.ones(4), torch.zeros(()))
+    assert torch.linalg.vector_norm(p.detach()).item() == pytest.approx(1.0)  # 2 x 100 x ones, clipped to norm 1
+    assert torch.allclose(p.detach(), torch.full((4,), -0.5))
+
+
+def test_training_lowers_the_loss_and_reports_consistent_fields(corpus):
+    result = train_lm(TINY, CPU, corpus, seed=0, peak_flops=1e11)
+    iters = [point["iter"] for point in result.curve]
+    assert iters == [0, 10, 20, 30, 40] and result.iters == 40
+    assert result.curve[-1]["val_loss"] < result.curve[0]["val_loss"] - 0.5
+    assert result.curve[0]["val_loss"] == pytest.approx(math.log(corpus.vocab_size), abs=0.3)
+    seconds = [point["seconds"] for point in result.curve]
+    assert seconds == sorted(seconds) and seconds[-1] <= result.wall_s
+    assert result.steady_tokens_per_s > 0 and result.peak_memory_bytes is None  # not measured on a CPU
+    assert result.mfu == pytest.approx(result.steady_tokens_per_s * result.flops_per_token / 1e11)
+    assert result.iters_to_target is None and result.seconds_to_target is None
+
+
+def test_training_stops_at_the_first_evaluation_at_or_below_the_target(corpus):
+    full = train_lm(TINY, CPU, corpus, seed=0)
+    target = full.curve[2]["val_loss"] + 1e-6
+    first = next(p for p in full.curve if p["val_loss"] <= target)
+    stopped = train_lm(TINY, CPU, corpus, seed=0, target_loss=target)
+    assert stopped.iters_to_target == first["iter"] == stopped.curve[-1]["iter"]
+    assert stopped.seconds_to_target == stopped.curve[-1]["seconds"] <= stopped.wall_s
+
+
+def test_the_schedule_is_nanogpts_per_optimizer_step(corpus):
+    """After 3 optimizer steps of 2 micro-batches each, the learning rate is nanoGPT's get_lr(3)."""
+    recipe = replace(TINY, grad_accum=2)
+    model, forward, optimizer, schedule, scaler = lm.build(recipe, CPU, corpus.vocab_size, seed=0)
+    step = lm.lm_step(recipe, CPU, model, forward, optimizer, schedule, scaler)
+    assert optimizer.param_groups[0]["lr"] == learning_rate(0, recipe)
+    x, y = lm.token_batch(corpus.train, recipe.block_size, recipe.batch_size)
+    for _ in range(3):
+        lm.optimizer_step(step, x, y, recipe.grad_accum)
+    assert [g["lr"] for g in optimizer.param_groups] == [learning_rate(3, recipe)] * 2 == [1e-2 * 4 / 6] * 2
+
+
+def test_every_training_step_is_step_make_step(corpus, monkeypatch):
+    made, calls = [], []
+
+    def counting_make_step(*args, **kwargs):
+        step = make_step(*args, **kwargs)
+        made.append(kwargs)
+
+        def counted(x, y):
+            calls.append(x.shape)
+            return step(x, y)
+        return counted
+
+    monkeypatch.setattr(lm, "make_step", counting_make_step)
+    train_lm(replace(TINY, iters=6, grad_accum=2, eval_interval=3), CPU, corpus, seed=0)
+    assert len(made) == 1 and made[0]["scaler"] is not None and made[0]["autocast"] is not None
+    assert calls == [torch.Size([4, 16])] * 12  # 6 optimizer steps of two micro-batches of 4 windows
+
+
+def test_mfu_is_achieved_model_flops_over_the_peak():
+    assert mfu(1000.0, 6e6, 1e10) == pytest.approx(0.6)
+    assert mfu(1000.0, 6e6, None) is None
+
+
+def test_attention_memory_explicit_grows_quadratically_sdpa_linearly():
+    """Saved-for-backward bytes: the prediction from shapes is exact (tolerance 1 %); doubling T: x4 vs x2 at large T."""
+    rows = attention_memory([256, 512, 1024], CPU)
+    for row in rows:
+        assert row["measured"] == pytest.approx(row["predicted"], rel=0.01), row
+    by = {name: [r["measured"] for r in rows if r["attention"] == name] for name in ("explicit", "sdpa")}
+    explicit_growth = by["explicit"][2] / by["explicit"][1]
+    sdpa_growth = by["sdpa"][2] / by["sdpa"][1]
+    assert explicit_growth > 3.5 and sdpa_growth == pytest.approx(2.0, rel=0.02)
+    assert by["explicit"][2] > 5 * by["sdpa"][2]
+
+
+def test_the_race_interleaves_and_reports_medians_and_the_ratio(corpus):
+    anchor = replace(AnchorSettings(), block_size=16, batch_size=8, n_layer=1, n_head=2, n_embd=32, max_iters=4,
+                     eval_interval=2, eval_iters=2)
+    recipe = replace(TINY, iters=4, eval_interval=2)
+    order = []
+    out = race_lm(CPU, corpus, seeds=(0, 1), recipe=recipe, target=0.0, anchor=anchor, log=order.append)
+    assert [r["who"] for r in order] == ["anchor", "book", "book", "anchor"]
+    assert out["all_reached"] == {"anchor": False, "book": False}  # nobody reaches loss 0: whole runs, said so
+    assert out["ratio"] == pytest.approx(out["median_s"]["book"] / out["median_s"]["anchor"])
+    assert all(r["iter"] == 4 for r in out["runs"])
