@@ -139,9 +139,9 @@ class Corpus:
         return len(self.codec)
 
     @classmethod
-    def load(cls, root=None) -> Corpus:
-        """Tiny Shakespeare from the dataset root, split as nanoGPT splits it: first 90 % train, last 10 % val."""
-        text = shakespeare(root, download=False)
+    def load(cls, root=None, download: bool = True) -> Corpus:
+        """Tiny Shakespeare from the dataset root (fetched and checked if absent), split 90/10 as nanoGPT splits it."""
+        text = shakespeare(root, download=download)
         codec = CharCodec(text)
         train, val = split_tokens(codec.encode(text))
         return cls(train, val, codec)
