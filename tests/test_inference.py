@@ -42,7 +42,7 @@ def test_export_matches_pytorch_for_two_batch_sizes(data, tmp_path):
         x = normalize(data.test_images[:batch])
         with torch.inference_mode():
             expected = model(x).numpy()
-        got = inference.run(sess, x)
+        got = inference.onnx_logits(sess, x)
         assert got.shape == (batch, 10)
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
     assert inference.operators(path)["Conv"] == 4
@@ -139,7 +139,7 @@ def test_a_real_cpu_session_is_checked_named_and_bound(data, exported, tmp_path)
     name, make, diff = inference.ort_path(fp32, "CPUExecutionProvider", x, "cpu", reference, tmp_path, 1e-3)
     assert name == "ONNX Runtime (CPU)" and diff < 1e-3
     bound = make(300)()  # I/O binding on host memory gives what run() gives
-    np.testing.assert_allclose(bound.numpy(), inference.run(inference.session(fp32), x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(bound.numpy(), inference.onnx_logits(inference.session(fp32), x), rtol=1e-5, atol=1e-5)
     with pytest.raises(AssertionError, match="disagrees with eager"):
         inference.ort_path(fp32, "CPUExecutionProvider", x, "cpu", reference + 0.1, tmp_path, 1e-3)
 
@@ -195,7 +195,7 @@ def test_predictor_reads_real_digits(data, exported, tmp_path):
     for i in range(6):
         array, label = data.test_images[i].numpy(), int(data.test_labels[i])
         for invert in (False, True):
-            digit, probs = predict.predict(sess, save_png(array, tmp_path / f"{i}-{invert}.png", invert))
+            digit, probs = predict.read_digit(sess, save_png(array, tmp_path / f"{i}-{invert}.png", invert))
             assert digit == label, (i, invert, probs)
             assert probs.sum() == pytest.approx(1.0, abs=1e-5)
 
@@ -210,7 +210,7 @@ def test_predictor_reads_transparent_and_jpeg_images(data, exported, tmp_path):
     drawn.save(tmp_path / "transparent.png")
     Image.fromarray(255 - array).convert("RGB").resize((140, 140)).save(tmp_path / "scan.jpg", quality=85)
     for name in ("transparent.png", "scan.jpg"):
-        digit, probs = predict.predict(sess, tmp_path / name)
+        digit, probs = predict.read_digit(sess, tmp_path / name)
         assert digit == label, (name, probs)
 
 

@@ -117,7 +117,7 @@ def paper_photo(digit: np.ndarray, size: int = 240, box: int = 110, seed: int = 
 def read(sess, array: np.ndarray, path, **save) -> int:
     """The digit the predictor reads from `array` saved at `path`."""
     Image.fromarray(array).save(path, **save)
-    return predict.predict(sess, path)[0]
+    return predict.read_digit(sess, path)[0]
 
 
 DIGITS = range(8)  # the first eight test images: 7 2 1 0 4 1 4 9

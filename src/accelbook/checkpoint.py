@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from .cli import UserError
+
 
 def save_checkpoint(state: dict, path: str | Path) -> None:
     """Write `state` to a temporary file beside `path`, then rename it over `path`: all or nothing."""
@@ -28,7 +30,7 @@ def save_checkpoint(state: dict, path: str | Path) -> None:
         raise
 
 
-class ChecksumError(ValueError):
+class ChecksumError(ValueError, UserError):
     """A file's SHA-256 differs from the one it was published with."""
 
 

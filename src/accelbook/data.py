@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from .cli import UserError
 from .config import DATA_ENV, data_root
 
 # The four uncompressed IDX files torchvision reads from <root>/MNIST/raw, with the MD5 of each.
@@ -21,11 +22,11 @@ RAW_FILES = {
 MEAN, STD = 0.1307, 0.3081  # MNIST training-set pixel statistics, computed in chapter 3
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(FileNotFoundError, UserError):
     """MNIST is not under the dataset root and could not be downloaded."""
 
 
-class CorruptDatasetError(RuntimeError):
+class CorruptDatasetError(RuntimeError, UserError):
     """An MNIST file is truncated or does not match its known checksum."""
 
 

@@ -31,9 +31,7 @@ import torch
 from torch import nn
 
 from .bench import synchronize
-from .cli import OneLineParser
-from .data import CorruptDatasetError, DatasetNotFoundError
-from .device import DeviceNotAvailableError
+from .cli import InvalidArgument, OneLineParser, UserError, fail, number, prog
 
 BACKENDS = {"cpu": "gloo", "cuda": "nccl"}
 OPTIMIZERS = ("adam", "sgd")
@@ -42,7 +40,7 @@ SCALE_RULES = ("linear", "sqrt", "none")
 
 def build_parser() -> OneLineParser:
     """The command line of `python -m accelbook.ddp` (also run under torchrun)."""
-    p = OneLineParser(prog="accelbook.ddp", description=(
+    p = OneLineParser(prog=prog("ddp"), description=(
         "Train the corrected CNN data-parallel with DistributedDataParallel. Launch with "
         "`torchrun --standalone --nproc_per_node=N -m accelbook.ddp ...` (or plain python for one process)."))
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda when available); each process "
@@ -78,20 +76,6 @@ def build_parser() -> OneLineParser:
     return p
 
 
-def number(kind: type, least: float, strict: bool = False):
-    """An argparse type: a finite `kind` (int or float) at least `least` (greater than it when `strict`)."""
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
-        if not math.isfinite(value) or value < least or (strict and value == least):
-            raise argparse.ArgumentTypeError(f"must be a finite number {'>' if strict else '>='} {least:g}, "
-                                             f"got {text!r}")
-        return value
-    return parse
-
-
 def world_from_env(env: dict | None = None) -> tuple[int, int, int]:
     """(rank, world size, local rank) as torchrun sets them; (0, 1, 0) when not launched by torchrun."""
     env = os.environ if env is None else env
@@ -103,12 +87,12 @@ def choose_backend(device_type: str, asked: str = "auto") -> str:
     asked = asked.lower()
     if asked == "auto":
         if device_type not in BACKENDS:
-            raise ValueError(f"no distributed backend for device {device_type!r}: use cpu or cuda")
+            raise InvalidArgument(f"no distributed backend for device {device_type!r}: use cpu or cuda")
         return BACKENDS[device_type]
     if asked not in ("gloo", "nccl"):
-        raise ValueError(f"unknown backend {asked!r}: use gloo, nccl or auto")
+        raise InvalidArgument(f"unknown backend {asked!r}: use gloo, nccl or auto")
     if asked == "nccl" and device_type != "cuda":
-        raise ValueError("the nccl backend needs CUDA tensors: use --backend gloo on a CPU")
+        raise InvalidArgument("the nccl backend needs CUDA tensors: use --backend gloo on a CPU")
     return asked
 
 
@@ -118,8 +102,8 @@ def per_rank_batch(global_batch: int, world: int) -> int:
     if global_batch < world or global_batch % world:
         below = global_batch // world * world
         near = " or ".join(str(b) for b in (below, below + world) if b >= world)
-        raise ValueError(f"--global-batch {global_batch} does not divide among {world} processes: use a multiple "
-                         f"of {world}: {near} (840 divides among any number from 1 to 8)")
+        raise InvalidArgument(f"--global-batch {global_batch} does not divide among {world} processes: use a multiple "
+                              f"of {world}: {near} (840 divides among any number from 1 to 8)")
     return global_batch // world
 
 
@@ -132,7 +116,7 @@ def scaled_lr(lr: float, global_batch: int, base_batch: int, rule: str) -> float
         return lr * math.sqrt(k)
     if rule == "none":
         return lr
-    raise ValueError(f"unknown scaling rule {rule!r}: use one of {SCALE_RULES}")
+    raise InvalidArgument(f"unknown scaling rule {rule!r}: use one of {SCALE_RULES}")
 
 
 def warmup_factor(step: int, warmup: int) -> float:
@@ -284,9 +268,9 @@ def plan(args, world: int, local_rank: int) -> Plan:
     device = process_device(args.device, local_rank)
     backend = choose_backend(device.type, args.backend)
     if args.sync_bn and not args.batchnorm:
-        raise ValueError("--sync-bn converts BatchNorm layers: add --batchnorm")
+        raise InvalidArgument("--sync-bn converts BatchNorm layers: add --batchnorm")
     if args.sync_bn and device.type != "cuda":
-        raise ValueError("SyncBatchNorm needs CUDA tensors (torch refuses CPU ones): drop --sync-bn on a CPU")
+        raise InvalidArgument("SyncBatchNorm needs CUDA tensors (torch refuses CPU ones): drop --sync-bn on a CPU")
     rule = args.scale or ("linear" if args.optimizer == "sgd" else "sqrt")
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
     return Plan(device, backend, per_rank_batch(args.global_batch, world), rule,
@@ -347,7 +331,7 @@ def train_epochs(step, loader, sampler, steps: int, evaluate_epoch, device: torc
     return history
 
 
-def run(args, rank: int, world: int, local_rank: int) -> dict:
+def train_process(args, rank: int, world: int, local_rank: int) -> dict:
     """Set up the process group, train, evaluate, measure; return rank 0's result (other ranks: {})."""
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel as DDP
@@ -360,7 +344,7 @@ def run(args, rank: int, world: int, local_rank: int) -> dict:
     images, labels, test_images, test_labels = load_mnist(args.limit)
     loader, sampler = train_loader(images, labels, p.batch, rank, world, args.seed)
     if len(loader) == 0:
-        raise ValueError(f"{len(labels)} images give no full global batch of {args.global_batch}")
+        raise InvalidArgument(f"{len(labels)} images give no full global batch of {args.global_batch}")
     model = DDP(build_model(args.batchnorm, args.sync_bn, p.device, args.seed),
                 device_ids=[local_rank] if p.device.type == "cuda" else None)
     optimizer = build_optimizer(args.optimizer, model.parameters(), p.lr)
@@ -438,12 +422,10 @@ def main(argv: list[str] | None = None) -> int:
     if "MASTER_ADDR" not in os.environ:  # plain `python -m accelbook.ddp`: a world of one on loopback
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), RANK="0", WORLD_SIZE="1")
     try:
-        result = run(args, rank, world, local_rank)
-    except (ValueError, DatasetNotFoundError, CorruptDatasetError, DeviceNotAvailableError) as err:  # one line, exit 2; printed once
-        if rank == 0:
-            print(f"accelbook.ddp: error: {err}", file=sys.stderr)
+        result = train_process(args, rank, world, local_rank)
+    except UserError as err:  # one line, exit 2, printed once (by rank 0)
         _teardown()
-        return 2
+        return fail(prog("ddp"), err) if rank == 0 else 2
     if result and args.out:
         from .records import save_record
 

@@ -8,12 +8,13 @@ from datetime import datetime, timezone
 
 import torch
 
+from .cli import InvalidArgument, UserError
 from .config import DEVICE_ENV
 
 KINDS = ("cuda", "mps", "cpu")
 
 
-class DeviceNotAvailableError(RuntimeError):
+class DeviceNotAvailableError(RuntimeError, UserError):
     """A device was asked for that this machine does not have."""
 
 
@@ -55,7 +56,7 @@ def pick_device(prefer: str | None = None, verbose: bool = True) -> torch.device
     kind, _, index = choice.partition(":")
     here = available_kinds()
     if kind not in KINDS + ("auto",) and kind not in here:
-        raise ValueError(f"unknown device {choice!r}: use one of auto, cuda, cuda:N, mps, cpu")
+        raise InvalidArgument(f"unknown device {choice!r}: use one of auto, cuda, cuda:N, mps, cpu")
     if kind == "auto":
         auto = accelerator()  # None without one, or on torch < 2.6: then the explicit list decides
         if auto is not None:
@@ -70,7 +71,7 @@ def pick_device(prefer: str | None = None, verbose: bool = True) -> torch.device
     else:
         why = "asked for"
     if index and kind != "cuda":
-        raise ValueError(f"only cuda takes an index, got {choice!r}")
+        raise InvalidArgument(f"only cuda takes an index, got {choice!r}")
     if index and int(index) >= torch.cuda.device_count():
         raise DeviceNotAvailableError(f"{choice!r} asked for, but only {torch.cuda.device_count()} CUDA device(s) exist")
     device = torch.device(f"{kind}:{index}" if index else kind)

@@ -16,16 +16,17 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
 from .bench import synchronize
-from .cli import OneLineParser
+from .cli import OneLineParser, UserError, fail, prog, run
+from .config import QUICK_ENV
 from .data import normalize
 
 BATCHES = (1, 4, 16, 64, 256, 1024, 4096)
@@ -115,7 +116,7 @@ FALLBACK = {"CPUExecutionProvider": ["CPUExecutionProvider"],  # what each provi
             "TensorrtExecutionProvider": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]}
 
 
-class ProviderFallback(RuntimeError):
+class ProviderFallback(RuntimeError, UserError):
     """ONNX Runtime ran a model, or part of it, on another execution provider than the one asked for."""
 
 
@@ -199,7 +200,7 @@ def check_placement(sess, call: Callable[[], object], asked: str) -> Counter:
     return counts
 
 
-def run(sess, images: np.ndarray | torch.Tensor) -> np.ndarray:
+def onnx_logits(sess, images: np.ndarray | torch.Tensor) -> np.ndarray:
     """Logits from an ONNX Runtime session for float32 images (N, 1, 28, 28)."""
     x = images.numpy() if isinstance(images, torch.Tensor) else images
     return sess.run([OUTPUT], {INPUT: np.ascontiguousarray(x, dtype=np.float32)})[0]
@@ -250,7 +251,7 @@ def check_outputs(name: str, got: np.ndarray | torch.Tensor, expected: np.ndarra
 
 def predict_all(sess, uint8_images: torch.Tensor, batch: int = 1000) -> np.ndarray:
     """Predicted classes of an ONNX Runtime session over uint8 images (N, 28, 28), in batches."""
-    return np.concatenate([run(sess, normalize(uint8_images[i:i + batch])).argmax(1)
+    return np.concatenate([onnx_logits(sess, normalize(uint8_images[i:i + batch])).argmax(1)
                            for i in range(0, len(uint8_images), batch)])
 
 
@@ -287,13 +288,11 @@ def file_bytes(path: str | Path) -> int:
 
 
 def int8_instructions() -> list[str] | None:
-    """The CPU's integer dot-product instruction sets (VNNI, AMX) from /proc/cpuinfo; None where it cannot tell."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return None
-    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
-    return [f for f in ("avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
+    """The CPU's integer dot-product instruction sets (VNNI, AMX) from its flags; None where it cannot tell."""
+    from .formats import cpu_flags
+
+    flags = cpu_flags()
+    return [f for f in ("avx512_vnni", "avx_vnni", "amx_int8") if f in flags] if flags else None
 
 
 def onnx_bytes(path: str | Path) -> dict[str, int]:
@@ -400,7 +399,7 @@ def measure_paths(model: nn.Module, images: torch.Tensor, device: torch.device, 
     name, call, diff = ort_path(fp32, ort_provider(device), images, device, reference, folder, tol)
     paths[name] = (call, device, diff)
     sess8 = session(int8)
-    agree = float((run(sess8, check).argmax(1) == reference.argmax(1).numpy()).mean())
+    agree = float((onnx_logits(sess8, check).argmax(1) == reference.argmax(1).numpy()).mean())
     if agree < 0.99:
         raise AssertionError(f"int8 predictions agree with eager PyTorch on only {agree:.1%} of 256 images")
     paths["ONNX Runtime int8 (CPU)"] = (ort_call(sess8, images), torch.device("cpu"), None)
@@ -429,12 +428,13 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def parser() -> OneLineParser:
+def build_parser() -> OneLineParser:
     """The command line of `python -m accelbook.inference`."""
-    p = OneLineParser(prog="python -m accelbook.inference",
+    p = OneLineParser(prog=prog("inference"),
                       description="Train the fast recipe, then time every inference path by batch size.")
     p.add_argument("--device", help="cuda, mps or cpu (default: the fastest available)")
-    p.add_argument("--quick", action="store_true", help="a smoke run: small subset, batches up to 256, short timing")
+    p.add_argument("--quick", action="store_true", help=f"a smoke run ({QUICK_ENV}=1 too): the quick profile's "
+                   "images, one epoch, batches up to 256, short timing")
     p.add_argument("--out", help="record path (default: results/inference-<device>-<date>.json)")
     p.add_argument("--no-record", action="store_true", help="print the table only")
     p.add_argument("--export", metavar="MODEL.onnx",
@@ -444,42 +444,43 @@ def parser() -> OneLineParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: train, export, quantize, time each path, print the table and write the record."""
+    argv = sys.argv[1:] if argv is None else argv
+    return run(build_parser(), lambda args: train_and_time(args, argv), argv)
+
+
+def train_and_time(args, argv: list[str]) -> int:
+    """Train the fast recipe; export it (--export) or time every path and write the record."""
     from dataclasses import replace
 
+    from .config import QUICK, profile
+    from .data import Data
     from .device import pick_device
-    from .recipes import FAST, Data, train_recipe
+    from .recipes import FAST, train_recipe
     from .records import default_path, provenance, save_record
 
-    argv = sys.argv[1:] if argv is None else argv
-    p = parser()
-    args = p.parse_args(argv)
-    try:
-        device = pick_device(args.device, verbose=False)
-        if args.export and not Path(args.export).resolve().parent.is_dir():
-            raise ValueError(f"cannot write {args.export}: no such folder")
-        data = Data.load(limit=4000 if args.quick else None)
-    except (ValueError, RuntimeError, OSError) as err:
-        print(f"{p.prog}: error: {err}", file=sys.stderr)
-        return 2
-    trained = train_recipe(replace(FAST, epochs=1.0) if args.quick else FAST, device, data)
+    device = pick_device(args.device, verbose=False)
+    if args.export and not Path(args.export).resolve().parent.is_dir():
+        raise UserError(f"cannot write {args.export}: no such folder")
+    quick = profile(args.quick) is QUICK
+    data = Data.load(limit=profile(args.quick).images)
+    trained = train_recipe(replace(FAST, epochs=1.0) if quick else FAST, device, data)  # a smoke run: one epoch
     images = normalize(data.test_images[:4096])
     if args.export:
         path = export_onnx(trained.model.eval().cpu(), args.export, images[:2])
         print(f"wrote {path} (test accuracy {trained.test_accuracy:.2%}); read a digit with "
               f"python -m accelbook.predict IMAGE --model {path}")
         return 0
-    batches = BATCHES[:5] if args.quick else BATCHES
+    batches = BATCHES[:5] if quick else BATCHES
     notes: dict = {}
     try:
         with tempfile.TemporaryDirectory() as folder:
             rows = measure_paths(trained.model, images, device, folder, data.images[data.train_idx[:512]], batches,
-                                 0.2 if args.quick else 1.0, notes=notes)
-    except (ProviderFallback, AssertionError) as err:  # a path that is not what its row would say: no record
-        print(f"{p.prog}: error: {err}", file=sys.stderr)
-        return 2
+                                 0.2 if quick else 1.0, notes=notes)
+    except AssertionError as err:  # a path that is not what its row would say: no record
+        return fail(prog("inference"), err)
     print(table(rows))
     if not args.no_record:
-        record = {"provenance": provenance(device, argv, kind="inference"), "kind": "inference", "quick": args.quick,
+        record = {"provenance": provenance(device, argv, kind="inference"), "kind": "inference", "quick": quick,
                   "test_accuracy": trained.test_accuracy, "tensorrt": notes.get("tensorrt"),
                   "timing": ("each call synchronised; ONNX Runtime on a GPU with I/O binding: inputs and outputs "
                              "in device memory, no host copies timed, as for PyTorch"), "rows": rows}

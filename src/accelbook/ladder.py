@@ -26,7 +26,8 @@ from pathlib import Path
 
 import torch
 
-from .cli import OneLineParser
+from .cli import InvalidArgument, OneLineParser, number, prog, run
+from .config import QUICK, QUICK_ENV, profile
 from .data import Data
 from .formats import bf16_supported
 from .recipes import (
@@ -107,11 +108,11 @@ def for_device(recipe: Recipe, device: torch.device, precision: str = "auto") ->
 
 
 def fastest_for(device: torch.device, precision: str = "auto") -> Recipe:
-    """FASTEST as `device` runs it (fp16 + GradScaler on a GPU without native bf16); ValueError if it cannot run."""
+    """FASTEST as `device` runs it (fp16 + GradScaler on a GPU without native bf16); InvalidArgument if it cannot run."""
     recipe = for_device(FASTEST, device, precision)
     reason = unsupported(recipe, device)
     if reason:
-        raise ValueError(f"the book's fastest recipe cannot run on {device}: {reason}")
+        raise InvalidArgument(f"the book's fastest recipe cannot run on {device}: {reason}")
     return recipe
 
 
@@ -315,9 +316,9 @@ def load_record(path: str | Path) -> dict:
     try:
         rec = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"cannot read ladder record {path}: {err}") from None
+        raise InvalidArgument(f"cannot read ladder record {path}: {err}") from None
     if rec.get("kind") != "ladder":
-        raise ValueError(f"{path} is not a ladder record (kind {rec.get('kind')!r})")
+        raise InvalidArgument(f"{path} is not a ladder record (kind {rec.get('kind')!r})")
     return rec
 
 
@@ -337,15 +338,16 @@ def parse_rungs(text: str) -> list[int]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line's options."""
-    p = OneLineParser(prog="python -m accelbook.ladder", description=__doc__,
+    p = OneLineParser(prog=prog("ladder"), description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", help="cuda, cuda:N, mps or cpu (default: the fastest available)")
     p.add_argument("--rungs", type=parse_rungs, help=f"which rungs to run, e.g. 0,1,4-6 (0-{len(RUNGS) - 1}; default all)")
-    p.add_argument("--seeds", type=int, default=1, help="seeds per rung (mean and spread reported; default 1)")
+    p.add_argument("--seeds", type=number(int, 1), default=1, help="seeds per rung (mean and spread reported; default 1)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="the mixed-precision rung's format: bf16, fp16 (with GradScaler; CUDA), or auto "
                         "(default: bf16 where native, fp16 on GPUs before compute capability 8.0)")
-    p.add_argument("--quick", action="store_true", help="a smoke run: 4,000 images and a tenth of the epochs")
+    p.add_argument("--quick", action="store_true", help=f"a smoke run ({QUICK_ENV}=1 too): {QUICK.images:,} "
+                   f"images and {QUICK.epochs_scale:g} of each recipe's epochs")
     p.add_argument("--out", type=Path, help="record path (default: results/ladder-<device>-<date>.json)")
     p.add_argument("--no-record", action="store_true", help="print the table only, write no record")
     p.add_argument("--compare", type=Path, metavar="RECORD", help="print this run beside a ladder record")
@@ -356,24 +358,22 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Command line: climb the ladder, print the table, write the record, compare if asked."""
     argv = sys.argv[1:] if argv is None else argv
-    p = build_parser()
-    args = p.parse_args(argv)
-    if args.seeds < 1:
-        p.error("--seeds must be at least 1")
+    return run(build_parser(), lambda args: climb_and_record(args, argv), argv)
+
+
+def climb_and_record(args: argparse.Namespace, argv: list[str]) -> int:
+    """Climb the chosen rungs, print the table, write the record and the comparison; 0."""
     from .device import pick_device
     from .gpu import nvml_index, nvml_reader
 
-    try:
-        other = load_record(args.compare) if args.compare else None
-        device = pick_device(args.device)
-        data = Data.load(limit=4000 if args.quick else None)
-    except (ValueError, RuntimeError, OSError) as err:
-        print(f"{p.prog}: error: {err}", file=sys.stderr)
-        return 2
+    other = load_record(args.compare) if args.compare else None
+    device = pick_device(args.device)
+    run_profile = profile(args.quick)
+    data = Data.load(limit=run_profile.images)
     read = nvml_reader(nvml_index(device)) if device.type == "cuda" else None
-    rows = climb(device, data, args.rungs, args.seeds, 0.1 if args.quick else 1.0, read, not args.no_progress,
+    rows = climb(device, data, args.rungs, args.seeds, run_profile.epochs_scale, read, not args.no_progress,
                  precision=args.precision)
-    rec = record(rows, device, argv, args.quick)
+    rec = record(rows, device, argv, run_profile is QUICK)
     print(table(rec))
     if not args.no_record:
         from .records import default_path, save_record

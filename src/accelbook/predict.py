@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cli import OneLineParser
+from .cli import OneLineParser, UserError, fail, prog, run
 from .data import MEAN, STD
 
 DEFAULT_MODEL = "mnist-convnet.onnx"
@@ -25,7 +25,7 @@ MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb limit (a 1 GB RGB ima
 WORK_SIDE = 512  # photos are reduced to at most this many pixels a side before they are prepared
 
 
-class PredictError(ValueError):
+class PredictError(ValueError, UserError):
     """An image (or model) the predictor cannot use; the message says why, in one line."""
 
 
@@ -172,7 +172,7 @@ def interface_problem(sess) -> str | None:
         return f"the model has {len(inputs)} inputs and {len(outputs)} outputs; a digit model has one of each"
     shape, kind = inputs[0].shape, inputs[0].type
     fixed = [d if isinstance(d, int) else None for d in shape]
-    fits = len(shape) == 4 and all(d is None or d == want for d, want in zip(fixed[1:], (1, 28, 28)))
+    fits = len(shape) == 4 and all(d is None or d == want for d, want in zip(fixed[1:], (1, 28, 28), strict=True))
     if kind != "tensor(float)" or not fits:
         return (f"its input {inputs[0].name!r} is {kind} of shape {shape}; a digit model takes float32 images "
                 f"(N, 1, 28, 28)")
@@ -182,7 +182,7 @@ def interface_problem(sess) -> str | None:
     return None
 
 
-def predict(sess, path: str | Path) -> tuple[int, np.ndarray]:
+def read_digit(sess, path: str | Path) -> tuple[int, np.ndarray]:
     """The predicted digit and the ten probabilities for the image file at `path`."""
     x = prepare(path)
     try:
@@ -194,34 +194,32 @@ def predict(sess, path: str | Path) -> tuple[int, np.ndarray]:
     return int(probs.argmax()), probs
 
 
-def parser() -> OneLineParser:
+def build_parser() -> OneLineParser:
     """The command line of `python -m accelbook.predict`."""
-    p = OneLineParser(prog="python -m accelbook.predict", description="Read handwritten digits from image files.")
+    p = OneLineParser(prog=prog("predict"), description="Read handwritten digits from image files.")
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...): one digit each, any size")
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"the exported ONNX model (default: {DEFAULT_MODEL})")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command line: print each image's digit and probabilities; one line on stderr and exit 2 on a bad input."""
-    p = parser()
-    args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        sess = load_model(args.model)
-    except PredictError as err:
-        print(f"{p.prog}: error: {err}", file=sys.stderr)
-        return 2
+def read_images(args) -> int:
+    """Print each image's digit and probabilities; a bad image is one error line, the others still read."""
+    sess = load_model(args.model)
     status = 0
     for image in args.images:
         try:
-            digit, probs = predict(sess, image)
-        except PredictError as err:
-            print(f"{p.prog}: error: {err}", file=sys.stderr)
-            status = 2
+            digit, probs = read_digit(sess, image)
+        except UserError as err:
+            status = fail(prog("predict"), err)
             continue
         shown = " ".join(f"{d}:{q:.2f}" for d, q in enumerate(probs))
         print(f"{image}: {digit} ({probs[digit]:.1%})  [{shown}]")
     return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: read the digits; one line on stderr and exit status 2 for each bad input."""
+    return run(build_parser(), read_images, argv)
 
 
 if __name__ == "__main__":

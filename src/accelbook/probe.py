@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from .bench import copy_probe, matmul_probe, time_op, time_unsynchronized, transfer_probe
-from .cli import OneLineParser
+from .cli import OneLineParser, prog, run
 from .device import pick_device
 from .formats import accelerated_here, bf16_supported, fp8_unsupported
 from .records import default_path, provenance, save_record
@@ -86,24 +86,29 @@ def probe(device: torch.device, quick: bool = False) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> Path:
-    """Command line: probe the device and write the record."""
-    parser = OneLineParser(prog="python -m accelbook.probe", description=__doc__,
+def build_parser() -> OneLineParser:
+    """The command line of `python -m accelbook.probe`."""
+    parser = OneLineParser(prog=prog("probe"), description=__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, help="record path (default: results/probe-<device>-<date>.json)")
     parser.add_argument("--device", help="cuda, cuda:N, mps or cpu (default: fastest available)")
     parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats: a smoke run")
-    args = parser.parse_args(argv)
-    try:
-        device = pick_device(args.device)
-    except (ValueError, RuntimeError) as err:  # an unknown or absent device: the user's to fix, in one line
-        parser.exit(2, f"{parser.prog}: error: {err}\n")
-    record = {"provenance": provenance(device, argv if argv is not None else sys.argv[1:]),
-              **probe(device, args.quick)}
-    path = save_record(record, args.out or default_path("probe", device))
-    print(f"wrote {path}")
-    return path
+    return parser
+
+
+def probe_and_record(args, argv: list[str]) -> int:
+    """Probe the device and write the record; 0."""
+    device = pick_device(args.device)
+    record = {"provenance": provenance(device, argv), **probe(device, args.quick)}
+    print(f"wrote {save_record(record, args.out or default_path('probe', device))}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: probe the device and write the record; one line and exit status 2 on a user error."""
+    argv = sys.argv[1:] if argv is None else argv
+    return run(build_parser(), lambda args: probe_and_record(args, argv), argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

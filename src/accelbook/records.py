@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
+from .config import RESULTS_ENV
 from .device import environment
 
-RESULTS_ENV = "ACCELBOOK_RESULTS"
 SCHEMA = "accelbook.record/1"
 RESULTS_URL = "https://github.com/accelbook/accelbook/tree/main/results"
 COMMANDS = {"probe": "python -m accelbook.probe", "ladder": "python -m accelbook.ladder",  # what writes each kind

@@ -25,7 +25,8 @@ import time
 from datetime import date
 from pathlib import Path
 
-from .cli import OneLineParser
+from .cli import InvalidArgument, OneLineParser, UserError, fail, prog, run
+from .config import DEVICE_ENV, PROGRESS_ENV, QUICK_ENV, RESULTS_ENV
 from .ddp import torchrun_command
 from .records import slug
 
@@ -67,8 +68,8 @@ def chapters(folder: Path, wanted: list[str] | None) -> list[Path]:
     picked = [p for p in found if any(p.stem.startswith(w) for w in wanted)]
     unknown = [w for w in wanted if not any(p.stem.startswith(w) for p in found)]
     if unknown:
-        raise ValueError(f"no chapter named {', '.join(unknown)} in {folder.name}/ "
-                         f"(have: {', '.join(p.stem[:2] for p in found)})")
+        raise InvalidArgument(f"no chapter named {', '.join(unknown)} in {folder.name}/ "
+                              f"(have: {', '.join(p.stem[:2] for p in found)})")
     return picked
 
 
@@ -148,7 +149,7 @@ def pack(folder: Path) -> Path:
 
 def build_parser() -> OneLineParser:
     """The command line of `python -m accelbook.refresh`."""
-    p = OneLineParser(prog="accelbook.refresh", description=(
+    p = OneLineParser(prog=prog("refresh"), description=(
         "Write the book's records and execute every chapter on this machine, into one folder and one archive "
         "to unpack over the checkout. Run from the repository root."))
     p.add_argument("--device", help="cuda, cuda:N, mps or cpu (default: the fastest available, as the chapters pick)")
@@ -164,9 +165,13 @@ def build_parser() -> OneLineParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Records, chapters, summary, archive; 0 on success, 1 when a step failed, 2 on a usage error."""
+    """Records, chapters, summary, archive; 0 on success, 1 when a step failed, 2 on a user error."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    return run(parser, lambda args: refresh(args, parser), argv)
+
+
+def refresh(args, parser: OneLineParser) -> int:
+    """Check the set-up, then write the records and execute the chapters into one folder and archive."""
     if args.requirements:
         print(requirements_text())
         return 0
@@ -176,32 +181,29 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown record kind {', '.join(bad)}: use {', '.join(RECORDS)} or none")
     missing = missing_packages()
     if missing:
-        parser.error(f"missing packages {', '.join(missing)}: see python -m accelbook.refresh --requirements")
+        raise UserError(f"missing packages {', '.join(missing)}: see {prog('refresh')} --requirements")
     root = Path.cwd()
     if not (root / "notebooks").is_dir() or not (root / "results" / "README.md").is_file():
-        parser.error("run it from the repository root (the folder with notebooks/ and results/)")
-    from .data import CorruptDatasetError, DatasetNotFoundError, gunzip_raw, verify_mnist
+        raise UserError("run it from the repository root (the folder with notebooks/ and results/)")
+    from .data import gunzip_raw, verify_mnist
     from .device import device_name, pick_device
 
-    try:
-        selected = chapters(root / "notebooks", args.chapters)
-        device = pick_device(args.device, verbose=False)
-        gunzip_raw()  # the 11 MB of gzipped IDX files are enough
-        verify_mnist(checksum=False)  # nothing downloads during a refresh
-    except (ValueError, RuntimeError, DatasetNotFoundError, CorruptDatasetError) as err:
-        parser.error(str(err))
+    selected = chapters(root / "notebooks", args.chapters)
+    device = pick_device(args.device, verbose=False)
+    gunzip_raw()  # the 11 MB of gzipped IDX files are enough
+    verify_mnist(checksum=False)  # nothing downloads during a refresh
     import torch
 
     tag = slug(device_name(device))
     out = (args.out or Path(f"refresh-{tag}-{date.today().isoformat()}")).resolve()
     if out.exists() and any(out.iterdir()):
-        parser.error(f"{out.name} exists and is not empty: choose another --out")
+        raise UserError(f"{out.name} exists and is not empty: choose another --out")
     (out / "notebooks").mkdir(parents=True, exist_ok=True)
     shutil.copytree(root / "results", out / "results", dirs_exist_ok=True)  # the chapters see old and new
-    os.environ.update(ACCELBOOK_RESULTS=str(out / "results"), ACCELBOOK_DEVICE=str(device),
-                      ACCELBOOK_PROGRESS="0")  # committed chapters store no progress widgets
+    os.environ.update({RESULTS_ENV: str(out / "results"), DEVICE_ENV: str(device),
+                       PROGRESS_ENV: "0"})  # committed chapters store no progress widgets
     if args.quick:
-        os.environ["ACCELBOOK_QUICK"] = "1"
+        os.environ[QUICK_ENV] = "1"
     print(f"refresh on {device_name(device)} ({device}), {'quick' if args.quick else 'full'} profile, into {out.name}/",
           flush=True)
     summary: list[str] = []
@@ -214,9 +216,8 @@ def main(argv: list[str] | None = None) -> int:
             seconds = execute(source, out / "notebooks" / source.name)
             summary.append(f"chapter {source.stem:<22} {seconds:8.1f} s")
             print(summary[-1], flush=True)
-    except RefreshError as err:
-        print(f"accelbook.refresh: error: {err}", file=sys.stderr)
-        print(f"(what was done is in {out.name}/; nothing was packed)", file=sys.stderr)
+    except RefreshError as err:  # a step failed: not the user's input, so exit status 1
+        fail(prog("refresh"), f"{err} (what was done is in {out.name}/; nothing was packed)")
         return 1
     archive = pack(out)
     print(f"\n{len(summary)} steps on {device_name(device)}; packed {archive.name} "

@@ -70,7 +70,7 @@ def time_layers(model: nn.Module, example: torch.Tensor, warmup: int = 2, repeat
     out = {}
     with torch.no_grad(), tf32_mode(tf32):
         for name, module, inp, _ in _capture(model, example):
-            out[name] = time_op(lambda: module(inp), example.device, warmup, repeats).median
+            out[name] = time_op(lambda m=module, x=inp: m(x), example.device, warmup, repeats).median
     return out
 
 
