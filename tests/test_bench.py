@@ -217,3 +217,18 @@ def test_backend_flags_are_restored():
     with backend_flags(benchmark=True, deterministic=True):
         assert torch.backends.cudnn.benchmark and torch.are_deterministic_algorithms_enabled()
     assert (torch.backends.cudnn.benchmark, torch.are_deterministic_algorithms_enabled()) == before
+
+
+def test_peak_flops_is_measured_on_a_cpu_and_the_dense_datasheet_figure_on_a_gpu(monkeypatch):
+    from accelbook.bench import peak_flops
+
+    flops, source = peak_flops("cpu", "fp32", n=256)
+    assert flops > 1e8 and source.startswith("measured here: fp32 matmul, n=256")
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
+    flops, source = peak_flops(torch.device("cuda", 0), "bf16")
+    assert flops == 1979e12 / 2 and "H100 SXM datasheet, dense bf16" in source  # printed with sparsity
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A100-SXM4-80GB")
+    assert peak_flops(torch.device("cuda", 0), "bf16")[0] == 312e12  # printed dense
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 PCIe")
+    flops, source = peak_flops(torch.device("cuda", 0), "bf16")
+    assert flops is None and "no datasheet bf16 peak for NVIDIA H100 PCIe" in source

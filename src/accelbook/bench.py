@@ -153,6 +153,22 @@ def matmul_probe(n: int, fmt: str, device: torch.device | str, warmup: int = 2, 
             "intensity": matmul_intensity(n, nbytes), "rel_error": err, "repeats": repeats}
 
 
+def peak_flops(device: torch.device | str, fmt: str, n: int = 1024) -> tuple[float | None, str]:
+    """MFU's denominator: (FLOP/s, where it comes from); the datasheet's dense peak on a GPU, a measured matmul elsewhere."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        from .specs import dense, match
+
+        name = torch.cuda.get_device_name(device)
+        row = match(name)
+        peak = dense(row, fmt) if row else None
+        if peak is None:
+            return None, f"no datasheet {fmt} peak for {name} in accelbook.specs"
+        return peak * 1e12, f"{row['gpu']} datasheet, dense {fmt} ({row['source']})"
+    measured = matmul_probe(n, fmt, device)
+    return measured["tflops"] * 1e12, f"measured here: {fmt} matmul, n={n}, median of {measured['repeats']}"
+
+
 def copy_probe(nbytes: int, device: torch.device | str, warmup: int = 2, repeats: int = 5) -> dict:
     """Memory bandwidth in GB/s of one large on-device copy (bytes read + bytes written)."""
     device = torch.device(device)
