@@ -206,7 +206,7 @@ class Anchors(HTMLParser):
                 self.names.add(value)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def anchors_of(file: Path) -> frozenset[str]:
     parser = Anchors()
     parser.feed(file.read_text(encoding="utf-8", errors="replace"))

@@ -169,7 +169,9 @@ def test_captured_stderr_sees_what_a_library_writes_to_descriptor_2():
 def test_saved_bytes_counts_a_tensor_saved_twice_once():
     w1, w2 = torch.ones(1000, requires_grad=True), torch.ones(1000, requires_grad=True)
     x = torch.randn(1000)
-    both = lambda t: t * w1 + t * w2  # each product saves x, for its weight's gradient: one storage, saved twice
+    def both(t):  # each product saves x, for its weight's gradient: one storage, saved twice
+        return t * w1 + t * w2
+
     assert inference.saved_bytes(both, x) == 4000  # counted once (a sum over saved tensors gives 8,000)
     assert inference.saved_bytes(both, x, torch.no_grad) == 0
 

@@ -21,7 +21,7 @@ def test_matches_hand_computation():
     logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 3.0]])
     target = torch.tensor([0, 1])
     total = 0.0
-    for row, t in zip(logits.tolist(), target.tolist()):
+    for row, t in zip(logits.tolist(), target.tolist(), strict=True):
         p = math.exp(row[t]) / sum(math.exp(v) for v in row)
         total += -((1 - p) ** 2) * math.log(p)
     assert focal_loss(logits, target, gamma=2.0).item() == pytest.approx(total / 2, rel=1e-6)

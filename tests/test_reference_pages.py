@@ -36,7 +36,7 @@ def test_faq_has_at_least_twelve_answered_questions_linked_to_chapters():
     entries = re.split(r"^\*\*(.+?)\*\*$", text, flags=re.M)[1:]
     questions, answers = entries[0::2], entries[1::2]
     assert len(questions) >= 12, questions
-    for q, a in zip(questions, answers):
+    for q, a in zip(questions, answers, strict=True):
         body = a.split("\n## ")[0]
         assert len(body.split()) >= 15, f"answer too short: {q}"
         assert "{doc}`" in body or "{ref}`" in body, f"the answer to {q!r} links to no chapter or erratum"
