@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The book's two commands, each setting itself up from nothing:
 #   bash scripts/book.sh site   -> builds the site into _build/html (warnings are errors)
-#   bash scripts/book.sh test   -> unit tests, nbval over notebooks/ (quick profile), site build and browser tests
+#   bash scripts/book.sh test   -> ruff, unit tests, nbval over notebooks/ (quick profile), site build and browser tests
 # Set-up: a virtual environment in .venv with the pinned torch/torchvision pair (constraints.txt)
 # and this package with its extras, and the browser assets the site serves itself (MathJax, the
 # ipywidgets manager: `npm ci`, package-lock.json). Re-runs skip the installs while the pins are unchanged.
@@ -56,6 +56,7 @@ case "${1:-}" in
         ;;
     test)
         setup
+        "$VENV/bin/ruff" check src tests scripts   # the linter first (pyproject.toml's [tool.ruff])
         # --nbval: the root conftest.py selects the quick profile unless ACCELBOOK_QUICK is set
         "$VENV/bin/python" -m pytest --nbval "${@:2}"
         ;;

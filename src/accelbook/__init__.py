@@ -3,4 +3,5 @@
 Importing it changes no global state: seeding, device choice and backend flags are explicit calls.
 """
 
+# The one place the version is written: pyproject.toml reads it (dynamic = ["version"]).
 __version__ = "0.1.0"
