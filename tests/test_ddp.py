@@ -169,8 +169,45 @@ def test_efficiency_falls_with_devices_and_rises_with_compute():
     assert math.isclose(scaling.step_s(1e-3, ring, overlap=1.0), 1e-3 + max(0.0, ring - 1e-3))
 
 
-def test_full_replicas_stop_fitting_at_memory_over_16_bytes():
-    assert scaling.max_params_without_sharding(141) == pytest.approx(141e9 / 16)
+def _replica_bytes(mixed: bool) -> tuple[int, int]:
+    """(parameters, bytes held after one Adam step) of a real ConvNet replica: weights, gradients, Adam state.
+
+    fp32 training holds weights, gradients and Adam's two moments in fp32. Mixed precision as ZeRO counts it
+    holds bf16 weights and gradients for the forward and backward pass, and fp32 master weights with Adam's
+    moments for the update (the master's gradients are dropped after the step). Activations are not counted.
+    """
+    from accelbook.models import ConvNet
+
+    torch.manual_seed(0)
+    model = ConvNet()
+    x, y = torch.randn(4, 1, 28, 28), torch.randint(0, 10, (4,))
+    if not mixed:
+        opt = torch.optim.Adam(model.parameters())
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        params, grads, master = list(model.parameters()), [p.grad for p in model.parameters()], []
+    else:
+        master = [p.detach().clone().requires_grad_(True) for p in model.parameters()]
+        opt = torch.optim.Adam(master)
+        model = model.to(torch.bfloat16)
+        torch.nn.functional.cross_entropy(model(x.bfloat16()).float(), y).backward()
+        for m, p in zip(master, model.parameters(), strict=True):
+            m.grad = p.grad.float()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        params, grads = list(model.parameters()), [p.grad for p in model.parameters()]
+    state = [t for s in opt.state.values() for k, t in s.items() if k != "step"]  # exp_avg, exp_avg_sq
+    held = sum(t.numel() * t.element_size() for t in [*params, *grads, *master, *state])
+    return sum(p.numel() for p in params), held
+
+
+@pytest.mark.parametrize("mixed", [False, True], ids=["fp32", "bf16 + fp32 master"])
+def test_full_replica_memory_estimate_matches_a_real_model_and_optimizer(mixed):
+    """max_params_without_sharding, given the memory a real replica holds after an Adam step, gives its size back."""
+    n, held = _replica_bytes(mixed)
+    assert held / n == 16  # both ways: 4 + 4 + 4 + 4, or 2 + 2 + (4 + 4 + 4)
+    assert scaling.max_params_without_sharding(held / 1e9) == pytest.approx(n, rel=1e-12)
+    assert scaling.max_params_without_sharding(2 * held / 1e9) == pytest.approx(2 * n, rel=1e-12)
 
 
 def test_each_rank_evaluates_with_its_own_batchnorm_statistics(tmp_path):

@@ -34,7 +34,15 @@ def test_one_plus_eps_is_the_next_number():
 
 
 def test_cpu_always_has_fp32():
-    assert accelerated_here("fp32", torch.device("cpu")).startswith("yes")
+    """fp32 always runs on a CPU's vector units, named after this CPU's own flags (read here independently)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = re.findall(r"^flags\s*:(.*)$", cpuinfo.read_text(), flags=re.M) if cpuinfo.is_file() else []
+    flags = set(lines[0].split()) if lines else set()
+    units = "AVX-512" if "avx512f" in flags else "SIMD"
+    assert accelerated_here("fp32", torch.device("cpu")) == f"yes: vector units ({units})"
+    for name, own in {"bf16": {"avx512_bf16", "amx_bf16"}, "fp16": {"avx512_fp16", "amx_fp16"}}.items():
+        answer = accelerated_here(name, torch.device("cpu"))
+        assert answer.startswith("yes") == bool(own & flags), (name, answer, sorted(own & flags))
 
 
 @pytest.mark.parametrize("flags, answers", [

@@ -79,3 +79,20 @@ def test_iterate_seconds_times_a_whole_epoch():
     seconds = iterate_seconds(slow_batches(), CPU)
     assert drawn == [0, 1, 2, 3, 4]
     assert 0.1 <= seconds < 5
+
+
+def test_iterate_seconds_moves_every_batch_to_the_device():
+    """Each batch's images and labels go to the device asked for (the loader's cost includes the copy)."""
+    moved = []
+
+    class Recorded:
+        def __init__(self, name):
+            self.name = name
+
+        def to(self, device, non_blocking=False):
+            moved.append((self.name, device, non_blocking))
+            return self
+
+    batches = [(Recorded(f"images {i}"), Recorded(f"labels {i}")) for i in range(3)]
+    iterate_seconds(batches, CPU)
+    assert moved == [(f"{kind} {i}", CPU, True) for i in range(3) for kind in ("images", "labels")]

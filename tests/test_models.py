@@ -35,8 +35,17 @@ def test_parameter_count_matches_layer_arithmetic():
 
 @pytest.mark.parametrize("kwargs", [{"batchnorm": True}, {"activation": "relu6"}])
 def test_section_5_2_variants_run(kwargs):
-    model = ConvNet(**kwargs)
-    assert model(torch.randn(8, 1, 28, 28)).shape == (8, 10)
+    """Each variant runs, and computes something else than the plain model with the same weights."""
+    torch.manual_seed(0)
+    plain = ConvNet()
+    torch.manual_seed(0)
+    variant = ConvNet(**kwargs)  # BatchNorm and ReLU6 draw no random numbers: the same weights as `plain`
+    weights = variant.state_dict()
+    assert all(torch.equal(w, weights[k]) for k, w in plain.state_dict().items())
+    x = 100 * torch.randn(8, 1, 28, 28)  # large inputs: pre-activations pass 6, and the batch is far from N(0, 1)
+    out = variant(x)
+    assert out.shape == (8, 10) and torch.isfinite(out).all()
+    assert not torch.allclose(plain(x), out), f"ConvNet(**{kwargs}) computes what ConvNet() computes"
 
 
 def test_batchnorm_variant_normalises_every_convolution():

@@ -81,3 +81,62 @@ def test_probe_command_line_errors_are_one_line_with_status_2():
         assert done.returncode == 2, (args, done.stderr)
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("python -m accelbook.probe: error:"), done.stderr
+
+
+COMMITTED = sorted(RESULTS.glob("*.json"))
+PROVENANCE_KEYS = {"device", "device_name", "torch", "python", "driver", "cuda_runtime", "datetime_utc", "command"}
+
+
+def test_results_holds_committed_records():
+    assert COMMITTED, "results/ holds no record (chapter 6 shows the committed ladder record)"
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=[p.stem for p in COMMITTED])
+def test_each_committed_record_is_valid_and_readable(path):
+    """A committed record has the schema, its provenance, the name the writing command gives it, and is read back."""
+    from datetime import datetime
+
+    rec = json.loads(path.read_text(encoding="utf-8"))
+    assert rec["schema"] == SCHEMA and rec["kind"] in records.COMMANDS
+    prov = rec["provenance"]
+    assert PROVENANCE_KEYS <= set(prov), PROVENANCE_KEYS - set(prov)
+    assert prov["command"].startswith(records.COMMANDS[rec["kind"]].split(" -m ")[0])
+    assert f"-m accelbook.{rec['kind']}" in prov["command"]
+    when = datetime.strptime(prov["datetime_utc"], "%Y-%m-%dT%H:%M:%SZ")
+    assert path.name == f"{rec['kind']}-{records.slug(prov['device_name'])}-{when.date().isoformat()}.json"
+    if prov["device"].startswith("cuda"):
+        assert prov["driver"] and prov["cuda_runtime"], "a GPU record names its driver and CUDA runtime"
+    line = records.provenance_line(rec)
+    assert all(str(prov[k]) in line for k in ("device_name", "torch", "command")) and prov["datetime_utc"][:10] in line
+    found = [r for r in load_records(rec["kind"], RESULTS, gpu_only=False) if r["file"] == path.name]
+    assert len(found) == 1 and found[0]["provenance"] == prov
+    if rec["kind"] == "ladder":
+        _check_ladder(path, rec)
+
+
+def _check_ladder(path, rec):
+    """A ladder record: its rungs in the ladder's order, each decision the ladder's rule, the table prints it."""
+    from accelbook import ladder
+
+    assert ladder.load_record(path) == rec
+    names = [r.name for r in ladder.RUNGS]
+    rungs = [s["rung"] for s in rec["rungs"]]
+    assert rungs == [n for n in names if n in rungs], "rungs missing from the ladder or out of its order"
+    assert set(rec["recipes"]) == set(rungs) and rec["target"] == ladder.TARGET
+    best_wall = best_acc = None
+    run = [s for s in rec["rungs"] if s.get("wall_s") is not None]
+    assert run, "no rung ran"
+    for s in rec["rungs"]:
+        if s.get("wall_s") is None:
+            assert s["skipped"] and not s["kept"], s
+            continue
+        assert s["check"]["ok"] and s["seeds"] >= 1 and s["steady_images_per_s"] > 0 and 0 <= s["val_accuracy"] <= 1
+        assert s["kept"] == ladder.keep(s["wall_s"], s["val_accuracy"], best_wall, best_acc), s["rung"]
+        if s["kept"]:
+            best_wall, best_acc = s["wall_s"], s["val_accuracy"]
+        assert s["speedup_wall"] == pytest.approx(run[0]["wall_s"] / s["wall_s"])
+    top = rec["top"]
+    assert top["rung"] == [s["rung"] for s in rec["rungs"] if s["kept"]][-1] and 0 < top["test_accuracy"] <= 1
+    text = ladder.table(rec)
+    assert all(name in text for name in rungs) and f"{top['test_accuracy']:.2%}" in text
+    assert len(text.splitlines()) == 1 + len(rec["rungs"]) + 1  # header, one line per rung, the test accuracy

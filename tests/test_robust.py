@@ -119,6 +119,21 @@ def test_train_tracked_keeps_what_early_stop_keeps(digits):
     with torch.no_grad():
         accuracy = (kept.eval()(held_out[0][0]).argmax(1) == held_out[0][1]).float().mean().item()
     assert accuracy == pytest.approx(best["val_accuracy"])
+    # every epoch ran (early stopping is reported, not applied), and each curve is measured on its own images:
+    # the last epoch's accuracies are the trained model's on the training images and on the held-out ones
+    assert [r["epoch"] for r in history] == list(range(1, 9))
+    with torch.no_grad():
+        model.eval()
+        on = {name: (model(x).argmax(1) == y).float().mean().item() for name, (x, y) in
+              {"train": (normalize(images[:32]), labels[:32]), "val": held_out[0]}.items()}
+    assert history[-1]["train_accuracy"] == pytest.approx(on["train"])
+    assert history[-1]["val_accuracy"] == pytest.approx(on["val"])
+    assert any(r["train_accuracy"] != r["val_accuracy"] for r in history)  # two curves, not one measured twice
+    # what early stopping keeps, stated without early_stop: the best validation accuracy up to the stop (its
+    # first epoch), and the stop `patience` epochs after it or at the end
+    seen = val[:best["stopped_at"]]
+    assert best["epoch"] == seen.index(max(seen)) + 1
+    assert best["stopped_at"] - best["epoch"] == 2 or best["stopped_at"] == len(history)
 
 
 def test_augmentation_does_not_change_which_batches_come(digits):
