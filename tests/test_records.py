@@ -138,5 +138,6 @@ def _check_ladder(path, rec):
     top = rec["top"]
     assert top["rung"] == [s["rung"] for s in rec["rungs"] if s["kept"]][-1] and 0 < top["test_accuracy"] <= 1
     text = ladder.table(rec)
-    assert all(name in text for name in rungs) and f"{top['test_accuracy']:.2%}" in text
+    assert all(name in text for name in rungs)
+    assert top["rung"] in text.splitlines()[-1] and f"{top['test_accuracy']:.2%}" in text.splitlines()[-1]
     assert len(text.splitlines()) == 1 + len(rec["rungs"]) + 1  # header, one line per rung, the test accuracy
