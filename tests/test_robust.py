@@ -40,6 +40,7 @@ def test_early_stop_keeps_the_best_epoch():
     acc = [0.50, 0.60, 0.55, 0.58, 0.59, 0.61, 0.40]
     assert robust.early_stop(acc, patience=3) == (5, 2)  # epochs 3, 4, 5 bring nothing better than epoch 2
     assert robust.early_stop(acc, patience=4) == (7, 6)  # epoch 6 beats epoch 2 in time; runs to the end
+    assert robust.early_stop([0.5, 0.6, 0.6, 0.6], patience=2) == (4, 2)  # a tie is no new best
     with pytest.raises(ValueError):
         robust.early_stop(acc, patience=0)
 
