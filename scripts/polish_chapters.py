@@ -270,17 +270,20 @@ def polish_setup_cell(source: str) -> str:
 
 
 def execution_seconds(nb) -> float | None:
-    """Wall time of the stored execution, first cell's start to last cell's reply (record_timing), or None."""
-    starts, ends = [], []
+    """Time of the stored execution: the sum of its code cells' input-to-reply times (record_timing), or None.
+
+    A sum, so a cell re-executed alone later (one that prints source) adds its own seconds, not the gap."""
+    total, timed = 0.0, False
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
         timing = cell.get("metadata", {}).get("execution", {})
         if "iopub.execute_input" not in timing or "shell.execute_reply" not in timing:
             return None
-        starts.append(datetime.fromisoformat(timing["iopub.execute_input"].replace("Z", "+00:00")))
-        ends.append(datetime.fromisoformat(timing["shell.execute_reply"].replace("Z", "+00:00")))
-    return (max(ends) - min(starts)).total_seconds() if starts else None
+        start, end = (datetime.fromisoformat(timing[k].replace("Z", "+00:00"))
+                      for k in ("iopub.execute_input", "shell.execute_reply"))
+        total, timed = total + (end - start).total_seconds(), True
+    return total if timed else None
 
 
 def stored_device(nb) -> tuple[str, str]:

@@ -48,16 +48,20 @@ def seconds(text: str) -> float:
 
 
 def stored_wall_seconds(nb) -> float:
-    """The stored execution's wall time: first code cell's start to last cell's reply (record_timing)."""
-    times = []
+    """The stored execution's time: the sum of its code cells' times, each from input to reply (record_timing).
+
+    A sum, not first start to last reply, so a cell re-executed alone later (one that prints source) counts
+    its own seconds, not the days between the two runs."""
+    total = 0.0
     for i, cell in enumerate(nb.cells):
         if cell.cell_type == "code":
             timing = cell.metadata.get("execution", {})
             assert {"iopub.execute_input", "shell.execute_reply"} <= timing.keys(), (
                 f"code cell {i} has no timing: execute the chapter with record_timing (see TEAM/README)")
-            times += [datetime.fromisoformat(timing[k].replace("Z", "+00:00"))
-                      for k in ("iopub.execute_input", "shell.execute_reply")]
-    return (max(times) - min(times)).total_seconds()
+            start, end = (datetime.fromisoformat(timing[k].replace("Z", "+00:00"))
+                          for k in ("iopub.execute_input", "shell.execute_reply"))
+            total += (end - start).total_seconds()
+    return total
 
 
 def within(stated: float, source: float, where: str) -> None:
