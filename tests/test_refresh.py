@@ -2,6 +2,7 @@
 cell naming it, and runs end to end on CPU in the quick profile (records, a chapter, one archive)."""
 
 import json
+import re
 import subprocess
 import sys
 import tarfile
@@ -70,3 +71,11 @@ def test_quick_refresh_end_to_end_on_cpu(tmp_path):
         assert str(tmp_path) not in command and "--out results/" in command, command
     chapter = nbformat.read(out / "notebooks" / "02_gpu_setup.ipynb", as_version=4)
     assert all(c.execution_count for c in chapter.cells if c.cell_type == "code" and c.source.strip())
+
+
+def test_a_torch_below_the_floor_is_refused_in_one_sentence():
+    assert refresh.old_torch("2.14.0+cu130") is None and refresh.old_torch("2.6.0") is None
+    assert refresh.old_torch("2.5.1+cu121").startswith("torch 2.5.1+cu121 is older than 2.6")
+    assert refresh.old_torch("1.13.1") is not None
+    floor = re.search(r'"torch>=(\d+)\.(\d+)"', (ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert refresh.TORCH_FLOOR == (int(floor[1]), int(floor[2]))  # the same floor as the package's

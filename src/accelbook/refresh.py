@@ -46,6 +46,18 @@ def missing_packages() -> list[str]:
     return [pip for name, pip in NEEDS.items() if importlib.util.find_spec(name) is None]
 
 
+TORCH_FLOOR = (2, 6)  # pyproject's torch>=2.6 (torch.accelerator); a refresh runs the machine's own torch
+
+
+def old_torch(version: str) -> str | None:
+    """Why torch `version` is below the package's floor, in one sentence; None when it is not."""
+    numbers = tuple(int(part) for part in version.split("+")[0].split(".")[:2])
+    if numbers >= TORCH_FLOOR:
+        return None
+    return (f"torch {version} is older than {'.'.join(map(str, TORCH_FLOOR))}, the oldest the book is tested "
+            "with: upgrade torch (and the torchvision that goes with it)")
+
+
 def requirements_text() -> str:
     """What to install beyond torch/torchvision/numpy, and how to bring it to a machine without internet."""
     names = " ".join(NEEDS.values())
@@ -179,6 +191,10 @@ def refresh(args, parser: OneLineParser) -> int:
     bad = [k for k in kinds if k not in RECORDS]
     if bad:
         parser.error(f"unknown record kind {', '.join(bad)}: use {', '.join(RECORDS)} or none")
+    import torch
+
+    if old_torch(torch.__version__):
+        raise UserError(old_torch(torch.__version__))
     missing = missing_packages()
     if missing:
         raise UserError(f"missing packages {', '.join(missing)}: see {prog('refresh')} --requirements")
@@ -192,7 +208,6 @@ def refresh(args, parser: OneLineParser) -> int:
     device = pick_device(args.device, verbose=False)
     gunzip_raw()  # the 11 MB of gzipped IDX files are enough
     verify_mnist(checksum=False)  # nothing downloads during a refresh
-    import torch
 
     tag = slug(device_name(device))
     out = (args.out or Path(f"refresh-{tag}-{date.today().isoformat()}")).resolve()
