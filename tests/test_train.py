@@ -13,7 +13,7 @@ from accelbook.train import (
     confusion_matrix,
     evaluate,
     fit,
-    predict,
+    logits_and_labels,
     train_one_epoch,
     weight_average,
 )
@@ -45,12 +45,12 @@ def test_fit_calls_back_once_per_epoch():
     assert [r["epoch"] for r in seen] == [1, 2] and all(r["seconds"] > 0 for r in seen)
 
 
-def test_predict_and_confusion_matrix_agree_with_evaluate():
+def test_logits_and_labels_and_confusion_matrix_agree_with_evaluate():
     images, labels = mnist_tensors(train=False)
     batches = DeviceLoader(images[:300], labels[:300], 128, CPU)
     torch.manual_seed(0)
     model = ConvNet()
-    logits, target = predict(model, batches, CPU)
+    logits, target = logits_and_labels(model, batches, CPU)
     assert logits.shape == (300, 10) and torch.equal(target, labels[:300])
     cm = confusion_matrix(logits.argmax(1), target)
     assert cm.sum() == 300 and torch.equal(cm.sum(1), torch.bincount(target, minlength=10))

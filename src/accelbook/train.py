@@ -121,7 +121,7 @@ def fit(model: nn.Module, train_batches: Iterable, optimizer: torch.optim.Optimi
 
 
 @torch.no_grad()
-def predict(model: nn.Module, batches: Iterable, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def logits_and_labels(model: nn.Module, batches: Iterable, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits (N, C) and labels (N,) of `model` over `batches`, gathered on the CPU."""
     model.eval()
     logits, labels = [], []
