@@ -1,7 +1,8 @@
 """The one training step and the one accuracy count: every loop in the package runs these two.
 
-`make_step` builds a step from the model, its optimizer and loss, and the knobs a recipe turns (input
-preparation, autocast, a loss scaler, a schedule, a weight average, named phases for a profiler).
+`make_step` builds a step from the model, its optimizer and loss, and the knobs a recipe turns
+(input preparation, autocast, a loss scaler, a schedule, a weight average, gradient accumulation and
+clipping, named phases for a profiler).
 `count_correct` counts right answers over batches; an evaluation divides, DDP all-reduces the counts,
 an attack perturbs the batches it is given. Chapter 4 teaches the same step as an explicit loop.
 """
@@ -9,11 +10,13 @@ an attack perturbs the batches it is given. Chapter 4 teaches the same step as a
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Callable, Iterable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -23,43 +26,67 @@ def no_phase(name: str) -> AbstractContextManager:
     return contextlib.nullcontext()
 
 
-def make_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Callable, device: torch.device, *,
-              forward: Callable | None = None, prepare: Callable | None = None,
-              autocast: Callable[[], AbstractContextManager] | None = None, scaler=None, schedule=None,
-              average=None, phase: Callable[[str], AbstractContextManager] = no_phase) -> Step:
-    """A function `step(inputs, targets)`: one optimizer step on a batch; returns the loss, on the device, unsynchronised.
+def make_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Callable,
+              device: torch.device, *, forward: Callable | None = None,
+              prepare: Callable | None = None,
+              autocast: Callable[[], AbstractContextManager] | None = None, scaler=None,
+              schedule=None, average=None, accumulate: int = 1, clip: float | None = None,
+              phase: Callable[[str], AbstractContextManager] = no_phase) -> Step:
+    """A function `step(inputs, targets)`: one optimizer step on a batch; returns the batch's loss.
 
-    `forward` runs the model (default `model`; e.g. its `torch.compile`d version); `prepare` turns the
-    inputs, once on `device`, into what the model takes (normalisation, channels_last); `autocast` makes
-    the precision context (bf16/fp16); `scaler` is fp16's GradScaler; `schedule` steps after each
-    optimizer step, then `average` (a `train.WeightAverage`) takes the new weights. `phase(name)` wraps
-    "copy", "forward" (gradients reset, then the forward pass and loss), "backward" and "optimizer".
+    `forward` runs the model (default `model`; e.g. its `torch.compile`d version); `prepare` turns
+    the inputs, once on `device`, into what the model takes (normalisation, channels_last);
+    `autocast` makes the precision context (bf16/fp16); `scaler` is fp16's GradScaler; `schedule`
+    steps after each optimizer step, then `average` (a `train.WeightAverage`) takes the new weights.
+    `phase(name)` wraps "copy", "forward" (gradients reset, then the forward pass and loss),
+    "backward" and "optimizer". The returned loss is the batch's, on the device, unsynchronised.
+
+    `accumulate=k`: each call takes one of k micro-batches that make one optimizer step. Its loss is
+    divided by k before the backward pass, gradients are reset before the first micro-batch of a
+    group only, and the optimizer steps (scaler, schedule and average with it) after the last;
+    a DistributedDataParallel model all-reduces only then (`no_sync` before). `clip`: the global
+    gradient norm is clipped to `clip` just before the optimizer step (unscaled first: fp16).
     """
+    if not (isinstance(accumulate, int) and accumulate >= 1) or not (clip is None or clip > 0):
+        raise ValueError(f"make_step needs an integer accumulate >= 1 and a clip > 0 (or None), "
+                         f"got accumulate={accumulate!r}, clip={clip!r}")
     forward = model if forward is None else forward
-    precision = contextlib.nullcontext if autocast is None else autocast
+    precision = nullcontext if autocast is None else autocast
+    no_sync = model.no_sync if isinstance(model, DistributedDataParallel) else nullcontext
+    micro_batches = itertools.count()
 
     def step(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        n = next(micro_batches)
+        first, last = n % accumulate == 0, (n + 1) % accumulate == 0  # both, by default
         with phase("copy"):
             inputs = inputs.to(device, non_blocking=True)
             targets = targets.to(device, non_blocking=True)
             if prepare is not None:
                 inputs = prepare(inputs)
-        with phase("forward"):
-            optimizer.zero_grad(set_to_none=True)
-            with precision():
-                loss = loss_fn(forward(inputs), targets)
-        with phase("backward"):
-            (loss if scaler is None else scaler.scale(loss)).backward()
-        with phase("optimizer"):
-            if scaler is None:
-                optimizer.step()
-            else:
-                scaler.step(optimizer)  # skipped when the scaled gradients overflowed
-                scaler.update()
-            if schedule is not None:
-                schedule.step()
-            if average is not None:
-                average.update_parameters(model)
+        with nullcontext() if last else no_sync():
+            with phase("forward"):
+                if first:
+                    optimizer.zero_grad(set_to_none=True)
+                with precision():
+                    loss = loss_fn(forward(inputs), targets)
+            with phase("backward"):
+                part = loss if accumulate == 1 else loss / accumulate
+                (part if scaler is None else scaler.scale(part)).backward()
+        if last:
+            with phase("optimizer"):
+                if clip is not None:
+                    if scaler is not None:
+                        scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+                    nn.utils.clip_grad_norm_(model.parameters(), clip)
+                if scaler is None:
+                    optimizer.step()
+                else:
+                    scaler.step(optimizer)  # skipped when the scaled gradients overflowed
+                    scaler.update()
+                if schedule is not None:
+                    schedule.step()
+                if average is not None:
+                    average.update_parameters(model)
         return loss.detach()
 
     return step
