@@ -33,6 +33,7 @@ from .formats import bf16_supported
 from .recipes import (
     Recipe,
     Result,
+    Rung,
     adam_implementation,
     backend_settings,
     check_change,
@@ -45,16 +46,6 @@ ARTICLE = Recipe()  # rung 0: chapter 4's recipe (DataLoader over PIL images, ba
 TARGET = 0.99       # accuracy the book's fastest recipe must reach (test, mean over 5 seeds); rungs: validation
 SLACK = 0.002       # a rung may cost this much validation accuracy against the recipe it builds on and still be kept
 PRECISIONS = ("auto", "bf16", "fp16")  # --precision: the mixed-precision rung's format ("auto": bf16 where native)
-
-
-@dataclass(frozen=True)
-class Rung:
-    """One change to the best recipe so far: its name, the fields it sets, how its first steps are checked, why."""
-
-    name: str
-    changes: dict = field(default_factory=dict)
-    check: str = "round-off"        # "exact", "round-off" (of the recipe's precision) or "recipe"
-    why: str = ""
 
 
 RUNGS = [

@@ -46,6 +46,16 @@ LOSS_TOLERANCE = {"exact": 0.0, "fp32": 1e-4, "tf32": 1e-2, "fp16": 1e-2, "bf16"
 
 
 @dataclass(frozen=True)
+class Rung:
+    """One change to the best recipe so far: its name, the fields it sets, how its first steps are checked, why."""
+
+    name: str
+    changes: dict = field(default_factory=dict)
+    check: str = "round-off"        # "exact", "round-off" (of the recipe's precision) or "recipe"
+    why: str = ""
+
+
+@dataclass(frozen=True)
 class Recipe:
     """Every knob of one training run; a rung of the ladder changes one of them (or one related group)."""
 
