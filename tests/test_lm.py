@@ -7,13 +7,11 @@ from dataclasses import fields, replace
 
 import pytest
 import torch
-from torch import nn
 
 from accelbook import lm
 from accelbook.data import CharCodec, split_tokens
 from accelbook.lm import (
     BASELINE,
-    ClipAndAccumulate,
     Corpus,
     LMRecipe,
     attention_memory,
@@ -69,16 +67,24 @@ def test_accumulated_micro_batches_take_the_step_of_the_whole_batch(corpus):
     assert whole[-1] < whole[0]
 
 
-def test_clipping_happens_after_the_last_micro_batch_before_the_step():
-    p = nn.Parameter(torch.zeros(4))
-    optimizer = torch.optim.SGD([p], lr=1.0)
-    control = ClipAndAccumulate(optimizer, [p], clip=1.0, accumulate=2)
-    step = make_step(lambda x: (x * p).sum(), control, lambda out, _: 100.0 * out, CPU, scaler=control)
-    step(torch.ones(4), torch.zeros(()))
-    assert torch.equal(p.detach(), torch.zeros(4))  # the first micro-batch only accumulates
-    step(torch.ones(4), torch.zeros(()))
-    assert torch.linalg.vector_norm(p.detach()).item() == pytest.approx(1.0)  # 2 x 100 x ones, clipped to norm 1
-    assert torch.allclose(p.detach(), torch.full((4,), -0.5))
+def test_the_step_clips_the_gradient_norm_to_the_recipes_grad_clip(corpus):
+    """At its one optimizer step, two micro-batches have the whole batch's gradient, clipped to `grad_clip`."""
+    x, y = lm.token_batch(corpus.train, TINY.block_size, TINY.batch_size)
+    norms = {}
+    for clip, accumulate in ((1e-3, 2), (None, 2), (None, 1)):
+        recipe = replace(TINY, grad_clip=clip, grad_accum=accumulate)
+        model, forward, optimizer, schedule, scaler = lm.build(recipe, CPU, corpus.vocab_size, seed=0)
+        seen = norms.setdefault((clip, accumulate), [])
+
+        def record_norm(*_, seen=seen, model=model):
+            seen.append(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()])).item())
+
+        optimizer.register_step_pre_hook(record_norm)
+        step = lm.lm_step(recipe, CPU, model, forward, optimizer, schedule, scaler)
+        for xs, ys in zip(x.chunk(accumulate), y.chunk(accumulate), strict=True):
+            step(xs, ys)
+    assert norms[1e-3, 2] == [pytest.approx(1e-3, rel=1e-4)]  # one optimizer step, after both micro-batches
+    assert norms[None, 2] == [pytest.approx(norms[None, 1][0], rel=1e-4)] and norms[None, 1][0] > 0.1
 
 
 def test_training_lowers_the_loss_and_reports_consistent_fields(corpus):
@@ -111,7 +117,8 @@ def test_the_schedule_is_nanogpts_per_optimizer_step(corpus):
     assert optimizer.param_groups[0]["lr"] == learning_rate(0, recipe)
     x, y = lm.token_batch(corpus.train, recipe.block_size, recipe.batch_size)
     for _ in range(3):
-        lm.optimizer_step(step, x, y, recipe.grad_accum)
+        for xs, ys in zip(x.chunk(2), y.chunk(2), strict=True):
+            step(xs, ys)
     assert [g["lr"] for g in optimizer.param_groups] == [learning_rate(3, recipe)] * 2 == [1e-2 * 4 / 6] * 2
 
 
@@ -129,7 +136,8 @@ def test_every_training_step_is_step_make_step(corpus, monkeypatch):
 
     monkeypatch.setattr(lm, "make_step", counting_make_step)
     train_lm(replace(TINY, iters=6, grad_accum=2, eval_interval=3), CPU, corpus, seed=0)
-    assert len(made) == 1 and made[0]["scaler"] is not None and made[0]["autocast"] is not None
+    assert len(made) == 1 and made[0]["autocast"] is not None
+    assert (made[0]["accumulate"], made[0]["clip"]) == (2, TINY.grad_clip)  # the recipe's knobs, make_step's work
     assert calls == [torch.Size([4, 16])] * 12  # 6 optimizer steps of two micro-batches of 4 windows
 
 

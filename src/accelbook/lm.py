@@ -26,10 +26,9 @@ from .config import progress_bars
 from .data import CharCodec, shakespeare, split_tokens, token_batch
 from .formats import bf16_supported
 from .gpt import GPT, GPTConfig, counted_flops_per_token, lm_loss
-from .ladder import Rung
 from .nanogpt_anchor import AnchorSettings, decay_groups, estimate_loss, learning_rate
 from .nanogpt_anchor import train as train_anchor
-from .recipes import LOSS_TOLERANCE, autocast, deterministic, settle_loss_scale
+from .recipes import LOSS_TOLERANCE, Rung, autocast, deterministic, settle_loss_scale
 from .step import make_step
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -192,72 +191,6 @@ class Schedule:
         self._apply()
 
 
-class ClipAndAccumulate:
-    """INTERIM (until `step.make_step` has `clip_grad_norm` and `accumulate`): make_step's optimizer and scaler.
-
-    Handed to `make_step` as both its optimizer and its `scaler`: gradients are reset only before the
-    first of `accumulate` micro-batches, and the wrapped optimizer steps only after the last, with the
-    gradient norm clipped first (on unscaled gradients: fp16's GradScaler unscales before clipping). The
-    loss function must divide by `accumulate` (nanoGPT's `loss / gradient_accumulation_steps`), and the
-    schedule must step once per optimizer step (`Schedule` wrapped by `Every`).
-    """
-
-    def __init__(self, optimizer: torch.optim.Optimizer, params, clip: float | None = None, accumulate: int = 1,
-                 scaler=None):
-        self.optimizer, self.params, self.clip = optimizer, list(params), clip
-        self.accumulate, self.scaler, self.calls = accumulate, scaler, 0
-
-    @property
-    def param_groups(self) -> list[dict]:
-        """The wrapped optimizer's groups."""
-        return self.optimizer.param_groups
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        """Reset the gradients before the first micro-batch of an optimizer step only."""
-        if self.calls % self.accumulate == 0:
-            self.optimizer.zero_grad(set_to_none=set_to_none)
-
-    def scale(self, loss: torch.Tensor) -> torch.Tensor:
-        """The loss as the backward pass takes it (times fp16's loss scale where there is a scaler)."""
-        return loss if self.scaler is None else self.scaler.scale(loss)
-
-    def last_micro_batch(self) -> bool:
-        """Whether the call just counted completed an optimizer step's micro-batches."""
-        return self.calls % self.accumulate == 0
-
-    def step(self, optimizer=None) -> None:
-        """After the last micro-batch: unscale (fp16), clip the gradient norm, step (GradScaler may skip)."""
-        self.calls += 1
-        if not self.last_micro_batch():
-            return
-        if self.clip is not None:
-            if self.scaler is not None:
-                self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.params, self.clip)
-        if self.scaler is None:
-            self.optimizer.step()
-        else:
-            self.scaler.step(self.optimizer)
-
-    def update(self) -> None:
-        """fp16: update the loss scale after an optimizer step."""
-        if self.scaler is not None and self.last_micro_batch():
-            self.scaler.update()
-
-
-class Every:
-    """A schedule stepped once every `n` calls (once per optimizer step when make_step runs micro-batches)."""
-
-    def __init__(self, schedule: Schedule, n: int):
-        self.schedule, self.n, self.calls = schedule, n, 0
-
-    def step(self) -> None:
-        """Count a call; step the schedule on every n-th."""
-        self.calls += 1
-        if self.calls % self.n == 0:
-            self.schedule.step()
-
-
 def build(recipe: LMRecipe, device: torch.device, vocab_size: int, seed: int):
     """Model, the callable the step runs (compiled where asked), optimizer, schedule and loss scaler."""
     torch.manual_seed(seed)
@@ -271,20 +204,9 @@ def build(recipe: LMRecipe, device: torch.device, vocab_size: int, seed: int):
 
 def lm_step(recipe: LMRecipe, device: torch.device, model: nn.Module, forward, optimizer, schedule,
             scaler) -> Callable:
-    """`step.make_step` for one micro-batch, with the recipe's autocast, clipping, accumulation and schedule."""
-    control = ClipAndAccumulate(optimizer, model.parameters(), recipe.grad_clip, recipe.grad_accum, scaler)
-    k = recipe.grad_accum
-
-    def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return lm_loss(logits, targets) / k
-
-    return make_step(forward, control, loss_fn, device, autocast=lambda: autocast(recipe, device),
-                     scaler=control, schedule=Every(schedule, k))
-
-
-def optimizer_step(step: Callable, x: torch.Tensor, y: torch.Tensor, accumulate: int) -> torch.Tensor:
-    """One optimizer step over a batch: `accumulate` micro-batches through `step`; the batch's mean loss (on the device)."""
-    return sum(step(xs, ys) for xs, ys in zip(x.chunk(accumulate), y.chunk(accumulate), strict=True))
+    """`step.make_step` for one micro-batch, with the recipe's autocast, accumulation, clipping and schedule."""
+    return make_step(model, optimizer, lm_loss, device, forward=forward, autocast=lambda: autocast(recipe, device),
+                     scaler=scaler, schedule=schedule, accumulate=recipe.grad_accum, clip=recipe.grad_clip)
 
 
 def evaluate(model: GPT, corpus: Corpus, recipe: LMRecipe, device: torch.device) -> dict[str, float]:
@@ -373,7 +295,8 @@ def train_lm(recipe: LMRecipe, device: torch.device, corpus: Corpus, seed: int =
                 synchronize(device)
                 segment = time.perf_counter()
             x, y = token_batch(corpus.train, recipe.block_size, recipe.batch_size)
-            optimizer_step(step, x, y, recipe.grad_accum)
+            for xs, ys in zip(x.chunk(recipe.grad_accum), y.chunk(recipe.grad_accum), strict=True):
+                step(xs, ys)  # micro-batches: the optimizer steps after the last
             steady_steps += it >= warm
         wall = time.perf_counter() - start
     rate = steady_steps * tokens_per_step / steady_s if steady_s else float("nan")
@@ -403,7 +326,9 @@ def first_lm_losses(recipe: LMRecipe, device: torch.device, corpus: Corpus, step
 
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                 settle_loss_scale(scaler, model, [batch_loss(x, y) for x, y in batches])
-        return [optimizer_step(step, x, y, recipe.grad_accum).item() for x, y in batches]
+        k = recipe.grad_accum
+        return [torch.stack([step(xs, ys) for xs, ys in zip(x.chunk(k), y.chunk(k), strict=True)]).mean().item()
+                for x, y in batches]
 
 
 def check_lm_change(before: LMRecipe, after: LMRecipe, kind: str, device: torch.device, corpus: Corpus,
