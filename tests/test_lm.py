@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import fields, replace
+from dataclasses import asdict, fields, replace
 
 import pytest
 import torch
@@ -22,6 +23,8 @@ from accelbook.lm import (
     train_lm,
 )
 from accelbook.nanogpt_anchor import AnchorSettings, learning_rate
+from accelbook.recipes import Rung
+from accelbook.records import SCHEMA, save_record
 from accelbook.step import make_step
 
 CPU = torch.device("cpu")
@@ -168,3 +171,53 @@ def test_the_race_interleaves_and_reports_medians_and_the_ratio(corpus):
     assert out["all_reached"] == {"anchor": False, "book": False}  # nobody reaches loss 0: whole runs, said so
     assert out["ratio"] == pytest.approx(out["median_s"]["book"] / out["median_s"]["anchor"])
     assert all(r["iter"] == 4 for r in out["runs"])
+
+
+def test_the_ladder_checks_then_times_each_rung_and_records_it(corpus, monkeypatch, tmp_path):
+    """Rungs on TINY: run and timed, refused by its check, skipped on a CPU; kept replayed; a valid JSON record.
+
+    The first rung timed is kept whatever its speed, so every later rung must build on TINY with SDPA.
+    """
+    wrong = Rung("lr x10", {"learning_rate": TINY.learning_rate * 10}, "round-off")
+    monkeypatch.setattr(lm, "RUNGS", [lm.RUNGS[1], wrong, lm.RUNGS[5], lm.RUNGS[6]])
+    lines = []
+    rows = lm.climb_lm(CPU, corpus, iters=14, peak_flops={"fp32": 1e11}, base=TINY, eval_iters=2, log=lines.append)
+    assert [r["rung"] for r in rows] == [r.name for r in lm.RUNGS] and len(lines) == 4
+    sdpa, refused, graphs, checkpointed = rows
+    assert sdpa["check"]["kind"] == "fp32" and sdpa["kept"] and sdpa["changes"] == {"attention": ["explicit", "sdpa"]}
+    assert checkpointed["check"] == {"kind": "exact", "ok": True, "max_diff": 0.0}
+    assert refused["recipe"]["attention"] == checkpointed["recipe"]["attention"] == "sdpa"
+    assert refused["skipped"].startswith("check failed") and not refused["check"]["ok"] and "wall_s" not in refused
+    assert graphs["skipped"] == lm.unsupported(replace(TINY, compile="reduce-overhead"), CPU) and graphs["check"] is None
+    best, best_rate = TINY, None
+    for row, rung in zip(rows, lm.RUNGS, strict=True):
+        recipe = replace(best, **rung.changes)
+        assert row["recipe"] == json.loads(json.dumps(asdict(replace(recipe, iters=14, eval_iters=2))))
+        if row["skipped"] is None:
+            assert row["check"]["ok"] and row["iters"] == 14 and not row["reached"] and row["seconds_to_target"] is None
+            assert row["tokens_per_s"] > 0 and row["peak_memory_bytes"] is None  # not measured on a CPU
+            assert row["mfu"] == pytest.approx(row["tokens_per_s"] * row["flops_per_token"] / 1e11)
+            assert row["kept"] == (best_rate is None or row["tokens_per_s"] > best_rate)
+        if row["kept"]:
+            best, best_rate = recipe, row["tokens_per_s"]
+    rec = lm.lm_record(rows, CPU, ["--task", "shakespeare", "--quick"], quick=True)
+    back = json.loads(save_record(rec, tmp_path / "r.json").read_text(encoding="utf-8"))
+    json.dumps(back, allow_nan=False)
+    assert back["schema"] == SCHEMA and back["kind"] == lm.RECORD_KIND and back["quick"] and back["target"] == lm.TARGET
+    assert back["provenance"]["command"] == "python -m accelbook.ladder --task shakespeare --quick"
+    assert back["provenance"]["device"] == "cpu" and back["provenance"]["driver"] is None
+    assert back["rungs"][0]["speedup_steady"] == 1.0 and back["rungs"][0]["speedup_to_target"] is None
+    assert back["rungs"][3]["speedup_steady"] == pytest.approx(checkpointed["tokens_per_s"] / sdpa["tokens_per_s"])
+    assert "speedup_steady" not in back["rungs"][1] and "recipe" not in back["rungs"][0]
+    assert back["top"] == [r["rung"] for r in rows if r["kept"]][-1] and list(back["recipes"]) == [r["rung"] for r in rows]
+
+
+def test_a_rung_that_reaches_the_target_records_its_time_and_stays_valid_json(corpus):
+    """At the first evaluation already (target 100): time to target, no timed step (tokens/s None, not NaN)."""
+    rows = lm.climb_lm(CPU, corpus, rungs=[0], iters=14, base=TINY, eval_iters=2, target=100.0)
+    (row,) = rows
+    assert row["reached"] and row["iters_to_target"] == 0 and 0 < row["seconds_to_target"] <= row["wall_s"]
+    assert row["tokens_per_s"] is None and row["mfu"] is None and not row["kept"]
+    rec = lm.lm_record(rows, CPU, [], quick=False)
+    assert rec["target"] == 100.0 and rec["top"] is None and "speedup_steady" not in rec["rungs"][0]
+    json.dumps(rec, allow_nan=False)

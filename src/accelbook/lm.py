@@ -16,7 +16,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import torch
 from torch import nn
@@ -350,6 +350,99 @@ def check_lm_change(before: LMRecipe, after: LMRecipe, kind: str, device: torch.
         b = first_lm_losses(after, device, corpus, steps)
     diff = max(abs(x - y) for x, y in zip(a, b, strict=True))
     return {"kind": kind, "ok": diff <= LOSS_TOLERANCE[kind], "max_diff": diff, "before": a, "after": b}
+
+
+# --- the ladder -----------------------------------------------------------------------------------------------
+
+RECORD_KIND = "lm-ladder"  # the record's kind (results/ schema); its command is `python -m accelbook.ladder ...`
+
+
+def finite(x: float | None) -> float | None:
+    """`x`, or None where it is missing or not finite (a rate with no timed step): the record stays valid JSON."""
+    return x if x is not None and x == x and abs(x) != float("inf") else None
+
+
+def climb_lm(device: torch.device, corpus: Corpus, rungs: list[int] | None = None, iters: int | None = None,
+             peak_flops: dict[str, float | None] | None = None, progress: bool = False, *,
+             base: LMRecipe = BASELINE, target: float = TARGET, eval_iters: int | None = None, seed: int = 0,
+             log: Callable[[str], None] | None = None) -> list[dict]:
+    """The Shakespeare ladder: each chosen rung of `RUNGS` applied to the best recipe so far, checked, then timed.
+
+    A rung that cannot run on `device` is a row saying why; one whose first losses differ from the best
+    recipe's by more than its check allows (`check_lm_change`) is a row saying so. The others train once
+    (`train_lm` from `seed`, stopping at validation loss `target`) for `iters` iterations (default the
+    recipe's) with `eval_iters` batches per estimate (default the recipe's). `peak_flops` maps a precision
+    ("fp32", "bf16", "fp16") to the device's peak FLOP/s for MFU (none: MFU not computed). A rung is kept
+    when its steady tokens/s beat the best so far; the next rung builds on the best recipe kept. Rows are
+    JSON-ready dicts, `lm_record`'s rungs.
+    """
+    device = torch.device(device)
+    chosen = set(range(len(RUNGS)) if rungs is None else rungs)
+    best, best_rate, rows = base, None, []
+    for i, rung in enumerate(RUNGS):
+        if i not in chosen:
+            continue
+        recipe = replace(best, **rung.changes)
+        run = replace(recipe, iters=iters or recipe.iters, eval_iters=eval_iters or recipe.eval_iters)
+        row = {"rung": rung.name, "target": target, "changes": {k: list(v) if isinstance(v, tuple) else v
+                                              for k, v in recipe.changes_from(best).items()},
+               "check": None, "skipped": unsupported(recipe, device), "kept": False,
+               "recipe": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(run).items()}}
+        if row["skipped"] is None:
+            kind = check_kind(rung, recipe)
+            check = check_lm_change(best, recipe, kind, device, corpus)
+            row["check"] = {k: check[k] for k in ("kind", "ok", "max_diff")}
+            if not check["ok"]:
+                row["skipped"] = f"check failed: first losses differ by {check['max_diff']:.2e} ({kind})"
+        if row["skipped"] is None:
+            peak = (peak_flops or {}).get(recipe.precision)
+            result = train_lm(run, device, corpus, seed, target_loss=target, progress=progress, peak_flops=peak)
+            rate = finite(result.steady_tokens_per_s)
+            row.update(iters=result.iters, wall_s=result.wall_s, tokens_per_s=rate,
+                       reached=result.iters_to_target is not None, seconds_to_target=result.seconds_to_target,
+                       iters_to_target=result.iters_to_target, val_loss=result.curve[-1]["val_loss"],
+                       peak_memory_bytes=result.peak_memory_bytes, flops_per_token=result.flops_per_token,
+                       peak_flops=peak, mfu=finite(result.mfu))
+            row["kept"] = rate is not None and (best_rate is None or rate > best_rate)
+            if row["kept"]:
+                best, best_rate = recipe, rate
+        rows.append(row)
+        if log:
+            log(f"{i:>2} {lm_row_line(row)}")
+    return rows
+
+
+def lm_row_line(row: dict) -> str:
+    """A rung's outcome in one line of the log: why it was skipped, or its rate, time, MFU and verdict."""
+    if row["skipped"]:
+        return f"{row['rung']:<26} {row['skipped']}"
+    rate = f"{row['tokens_per_s']:>9,.0f}" if row["tokens_per_s"] is not None else f"{'-':>9}"
+    mfu_text = f"{row['mfu']:.1%}" if row["mfu"] is not None else "-"
+    to_target = f"{row['seconds_to_target']:.1f} s" if row["reached"] else "not reached"
+    return (f"{row['rung']:<26} {rate} tokens/s  wall {row['wall_s']:>7.1f} s  target {to_target}  "
+            f"MFU {mfu_text}  {'kept' if row['kept'] else 'not kept'}")
+
+
+def lm_record(rows: list[dict], device: torch.device, argv: list[str], quick: bool) -> dict:
+    """The Shakespeare ladder as a record (results/ schema, as `ladder.record`): provenance, rungs, speed-ups.
+
+    Speed-ups are relative to the first rung that trained: steady tokens/s, and time to the target where
+    both reached it. `top` names the last rung kept; `recipes` holds every rung's recipe as it ran.
+    """
+    from .records import provenance
+
+    prov = provenance(torch.device(device), argv, kind="ladder")
+    rungs = [{k: v for k, v in row.items() if k != "recipe"} for row in rows]
+    base = next((r for r in rungs if r.get("tokens_per_s")), None)
+    for r in rungs:
+        if base and r.get("tokens_per_s"):
+            r["speedup_steady"] = r["tokens_per_s"] / base["tokens_per_s"]
+            both = r["reached"] and base["reached"] and r["seconds_to_target"]
+            r["speedup_to_target"] = base["seconds_to_target"] / r["seconds_to_target"] if both else None
+    top = next((r["rung"] for r in reversed(rungs) if r["kept"]), None)
+    target = rows[0]["target"] if rows else TARGET
+    return {"provenance": prov, "kind": RECORD_KIND, "task": "shakespeare", "quick": quick, "target": target,
+            "rungs": rungs, "top": top, "recipes": {row["rung"]: row["recipe"] for row in rows}}
 
 
 # --- attention's activation memory -------------------------------------------------------------------------
