@@ -22,6 +22,7 @@ from accelbook.recipes import (
     train_recipe,
     unsupported,
 )
+from bookfacts import ROOT
 
 CPU = torch.device("cpu")
 
@@ -139,6 +140,37 @@ def test_cli_quick_run_writes_a_record_and_compares(tmp_path):
     assert float(row[-5]) == pytest.approx(second["wall_s"], abs=0.01)
     done = _cli("--quick", "--rungs", "1", "--device", "cpu", "--no-record", "--no-progress", "--compare", str(out))
     assert done.returncode == 0 and "theirs" in done.stdout, done.stderr[-2000:]
+
+
+
+def test_cli_quick_shakespeare_run_writes_a_valid_record_and_compares(tmp_path):
+    from accelbook import lm, records
+
+    out = tmp_path / "lm.json"
+    done = _cli("--task", "shakespeare", "--quick", "--rungs", "0,5", "--device", "cpu", "--out", str(out),
+                "--no-progress")
+    assert done.returncode == 0, done.stderr[-2000:]
+    rec = json.loads(out.read_text())
+    assert rec["schema"] == records.SCHEMA and rec["kind"] == lm.RECORD_KIND == "lm-ladder"
+    assert rec["task"] == "shakespeare" and rec["quick"] is True and rec["target"] == lm.TARGET
+    assert rec["provenance"]["command"].startswith("python -m accelbook.ladder --task shakespeare --quick")
+    first, graphs = rec["rungs"]
+    assert (first["rung"], graphs["rung"]) == (lm.RUNGS[0].name, lm.RUNGS[5].name)
+    assert first["check"]["ok"] and first["tokens_per_s"] > 0 and first["iters"] == round(lm.BASELINE.iters * 0.1)
+    assert first["mfu"] == pytest.approx(first["tokens_per_s"] * first["flops_per_token"]
+                                         / rec["peak_flops"]["fp32"]["flops"])
+    assert rec["peak_flops"]["fp32"]["source"].startswith("measured here: fp32 matmul")
+    assert graphs["skipped"].startswith("skipped: CUDA graphs") and not graphs["kept"]
+    assert lm.RUNGS[0].name in done.stdout and "top of the ladder" in done.stdout
+    again = _cli("--task", "shakespeare", "--quick", "--rungs", "0", "--device", "cpu", "--no-record", "--no-progress",
+                 "--compare", str(out))
+    assert again.returncode == 0 and "theirs" in again.stdout, again.stderr[-2000:]
+    wrong = _cli("--task", "shakespeare", "--rungs", "0", "--device", "cpu", "--compare",
+                 str(next((ROOT / "results").glob("ladder-*.json"))))
+    assert wrong.returncode == 2 and "is not a lm-ladder record (kind 'ladder')" in wrong.stderr
+    assert len(wrong.stderr.strip().splitlines()) == 1
+    many = _cli("--task", "shakespeare", "--rungs", "7")
+    assert many.returncode == 2 and f"rungs go from 0 to {len(lm.RUNGS) - 1}" in many.stderr
 
 
 def test_the_anchor_is_the_described_network_and_learns(data):

@@ -185,7 +185,7 @@ def test_the_ladder_checks_then_times_each_rung_and_records_it(corpus, monkeypat
     assert [r["rung"] for r in rows] == [r.name for r in lm.RUNGS] and len(lines) == 4
     sdpa, refused, graphs, checkpointed = rows
     assert sdpa["check"]["kind"] == "fp32" and sdpa["kept"] and sdpa["changes"] == {"attention": ["explicit", "sdpa"]}
-    assert checkpointed["check"] == {"kind": "exact", "ok": True, "max_diff": 0.0}
+    assert checkpointed["check"] == {"kind": "fp32", "ok": True, "max_diff": 0.0}  # exact in eager fp32
     assert refused["recipe"]["attention"] == checkpointed["recipe"]["attention"] == "sdpa"
     assert refused["skipped"].startswith("check failed") and not refused["check"]["ok"] and "wall_s" not in refused
     assert graphs["skipped"] == lm.unsupported(replace(TINY, compile="reduce-overhead"), CPU) and graphs["check"] is None
@@ -221,3 +221,11 @@ def test_a_rung_that_reaches_the_target_records_its_time_and_stays_valid_json(co
     rec = lm.lm_record(rows, CPU, [], quick=False)
     assert rec["target"] == 100.0 and rec["top"] is None and "speedup_steady" not in rec["rungs"][0]
     json.dumps(rec, allow_nan=False)
+
+
+def test_a_gpu_starts_from_nanogpts_shakespeare_char_recipe_and_its_target():
+    recipe, target = lm.baseline_for(torch.device("cuda", 0))
+    assert (recipe.n_layer, recipe.n_head, recipe.n_embd, recipe.block_size, recipe.batch_size) == (6, 6, 384, 256, 64)
+    assert (recipe.dropout, recipe.learning_rate, recipe.min_lr, recipe.iters, recipe.betas) == (0.2, 1e-3, 1e-4, 5000,
+                                                                                               (0.9, 0.99))
+    assert target == 1.47 and lm.baseline_for(CPU) == (BASELINE, lm.TARGET)

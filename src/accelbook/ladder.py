@@ -5,6 +5,7 @@
     python -m accelbook.ladder --rungs 0,1,2 --device cpu --seeds 3
     python -m accelbook.ladder --precision fp16      # the mixed-precision rung in fp16 + GradScaler
     python -m accelbook.ladder --compare results/ladder-<gpu>-<date>.json   # your run beside a record
+    python -m accelbook.ladder --task shakespeare    # chapter 10's ladder: a character-level GPT
 
 Each rung applies one change to the best recipe so far, checks its first steps against that recipe
 (the losses must agree as closely as the change allows), trains it, and keeps it if it is faster and
@@ -21,6 +22,7 @@ import json
 import re
 import statistics
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -30,6 +32,7 @@ from .cli import InvalidArgument, OneLineParser, number, prog, run
 from .config import QUICK, QUICK_ENV, profile
 from .data import Data
 from .formats import bf16_supported
+from .lm import RUNGS as LM_RUNGS
 from .recipes import (
     Recipe,
     Result,
@@ -45,6 +48,7 @@ from .recipes import (
 ARTICLE = Recipe()  # rung 0: chapter 4's recipe (DataLoader over PIL images, batch 64, Adam 1e-3, 10 epochs, fp32)
 TARGET = 0.99       # accuracy the book's fastest recipe must reach (test, mean over 5 seeds); rungs: validation
 SLACK = 0.002       # a rung may cost this much validation accuracy against the recipe it builds on and still be kept
+TASKS = ("mnist", "shakespeare")  # --task: chapter 6's ladder, or chapter 10's (accelbook.lm)
 PRECISIONS = ("auto", "bf16", "fp16")  # --precision: the mixed-precision rung's format ("auto": bf16 where native)
 
 
@@ -301,28 +305,28 @@ def compare(mine: dict, theirs: dict) -> str:
     return "\n".join(lines)
 
 
-def load_record(path: str | Path) -> dict:
-    """A ladder record from a JSON file, or a one-line error naming what is wrong."""
+def load_record(path: str | Path, kind: str = "ladder") -> dict:
+    """A record of `kind` (a ladder's) from a JSON file, or a one-line error naming what is wrong."""
     path = Path(path)
     try:
         rec = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
         raise InvalidArgument(f"cannot read ladder record {path}: {err}") from None
-    if rec.get("kind") != "ladder":
-        raise InvalidArgument(f"{path} is not a ladder record (kind {rec.get('kind')!r})")
+    if rec.get("kind") != kind:
+        raise InvalidArgument(f"{path} is not a {kind} record (kind {rec.get('kind')!r})")
     return rec
 
 
-def parse_rungs(text: str) -> list[int]:
-    """'0,1,4-6' -> [0, 1, 4, 5, 6], within the ladder's rungs."""
+def parse_rungs(text: str, count: int = len(RUNGS)) -> list[int]:
+    """'0,1,4-6' -> [0, 1, 4, 5, 6], within a ladder of `count` rungs (default chapter 6's)."""
     chosen = []
     for part in text.split(","):
         m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
         if not m:
             raise argparse.ArgumentTypeError(f"bad rung list {text!r}: use numbers and ranges like 0,2,4-6")
         lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
-        if not 0 <= lo <= hi < len(RUNGS):
-            raise argparse.ArgumentTypeError(f"rungs go from 0 to {len(RUNGS) - 1}, got {part.strip()!r}")
+        if not 0 <= lo <= hi < count:
+            raise argparse.ArgumentTypeError(f"rungs go from 0 to {count - 1}, got {part.strip()!r}")
         chosen.extend(range(lo, hi + 1))
     return sorted(set(chosen))
 
@@ -331,15 +335,20 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line's options."""
     p = OneLineParser(prog=prog("ladder"), description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", choices=TASKS, default="mnist", help="mnist: chapter 6's CNN (default); shakespeare: "
+                   "chapter 10's character-level GPT on Tiny Shakespeare")
     p.add_argument("--device", help="cuda, cuda:N, mps or cpu (default: the fastest available)")
-    p.add_argument("--rungs", type=parse_rungs, help=f"which rungs to run, e.g. 0,1,4-6 (0-{len(RUNGS) - 1}; default all)")
-    p.add_argument("--seeds", type=number(int, 1), default=1, help="seeds per rung (mean and spread reported; default 1)")
+    p.add_argument("--rungs", help=f"which rungs to run, e.g. 0,1,4-6 (mnist 0-{len(RUNGS) - 1}, shakespeare "
+                   f"0-{len(LM_RUNGS) - 1}; default all)")
+    p.add_argument("--seeds", type=number(int, 1), default=1, help="seeds per rung (mean and spread reported; "
+                   "default 1; mnist only)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="the mixed-precision rung's format: bf16, fp16 (with GradScaler; CUDA), or auto "
                         "(default: bf16 where native, fp16 on GPUs before compute capability 8.0)")
     p.add_argument("--quick", action="store_true", help=f"a smoke run ({QUICK_ENV}=1 too): {QUICK.images:,} "
                    f"images and {QUICK.epochs_scale:g} of each recipe's epochs")
-    p.add_argument("--out", type=Path, help="record path (default: results/ladder-<device>-<date>.json)")
+    p.add_argument("--out", type=Path, help="record path (default: results/ladder-<device>-<date>.json, "
+                   "results/lm-ladder-<device>-<date>.json for shakespeare)")
     p.add_argument("--no-record", action="store_true", help="print the table only, write no record")
     p.add_argument("--compare", type=Path, metavar="RECORD", help="print this run beside a ladder record")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -347,12 +356,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: climb the ladder, print the table, write the record, compare if asked."""
+    """Command line: climb the task's ladder, print the table, write the record, compare if asked."""
     argv = sys.argv[1:] if argv is None else argv
-    return run(build_parser(), lambda args: climb_and_record(args, argv), argv)
+    parser = build_parser()
+
+    def climb_task(args: argparse.Namespace) -> int:
+        try:
+            rungs = parse_rungs(args.rungs, len(LM_RUNGS if args.task == "shakespeare" else RUNGS)) \
+                if args.rungs else None
+        except argparse.ArgumentTypeError as err:
+            parser.error(f"argument --rungs: {err}")
+        if args.task == "shakespeare":
+            return climb_shakespeare(args, argv, rungs)
+        return climb_and_record(args, argv, rungs)
+
+    return run(parser, climb_task, argv)
 
 
-def climb_and_record(args: argparse.Namespace, argv: list[str]) -> int:
+def climb_and_record(args: argparse.Namespace, argv: list[str], rungs: list[int] | None) -> int:
     """Climb the chosen rungs, print the table, write the record and the comparison; 0."""
     from .device import pick_device
     from .gpu import nvml_index, nvml_reader
@@ -362,18 +383,75 @@ def climb_and_record(args: argparse.Namespace, argv: list[str]) -> int:
     run_profile = profile(args.quick)
     data = Data.load(limit=run_profile.images)
     read = nvml_reader(nvml_index(device)) if device.type == "cuda" else None
-    rows = climb(device, data, args.rungs, args.seeds, run_profile.epochs_scale, read, not args.no_progress,
+    rows = climb(device, data, rungs, args.seeds, run_profile.epochs_scale, read, not args.no_progress,
                  precision=args.precision)
     rec = record(rows, device, argv, run_profile is QUICK)
     print(table(rec))
+    write_and_compare(rec, args, device, "ladder", other, compare)
+    return 0
+
+
+def climb_shakespeare(args: argparse.Namespace, argv: list[str], rungs: list[int] | None) -> int:
+    """Chapter 10's ladder: each rung checked, then trained to the target loss and timed; table, record, comparison."""
+    from . import lm
+    from .bench import peak_flops
+    from .device import pick_device
+
+    if args.seeds > 1:
+        raise InvalidArgument("--seeds: the shakespeare ladder runs one seed per rung (chapter 10's race "
+                              "repeats seeds)")
+    other = load_record(args.compare, lm.RECORD_KIND) if args.compare else None
+    device = pick_device(args.device)
+    corpus = lm.Corpus.load()
+    base, target = lm.baseline_for(device)
+    scale = profile(args.quick).epochs_scale
+    peaks = {fmt: peak_flops(device, fmt) for fmt in lm.PRECISIONS if fmt != "fp16" or device.type == "cuda"}
+    rows = lm.climb_lm(device, corpus, rungs, iters=max(1, round(base.iters * scale)),
+                       peak_flops={fmt: flops for fmt, (flops, _) in peaks.items()}, progress=not args.no_progress,
+                       base=base, target=target, eval_iters=max(2, round(base.eval_iters * scale)))
+    rec = lm.lm_record(rows, device, argv, profile(args.quick) is QUICK)
+    rec["peak_flops"] = {fmt: {"flops": flops, "source": source} for fmt, (flops, source) in peaks.items()}
+    print(lm_table(rec))
+    write_and_compare(rec, args, device, lm.RECORD_KIND, other, lm_compare)
+    return 0
+
+
+def write_and_compare(rec: dict, args: argparse.Namespace, device: torch.device, kind: str, other: dict | None,
+                      beside: Callable[[dict, dict], str]) -> None:
+    """Save the record (unless --no-record) and print it beside `other` when one was given."""
     if not args.no_record:
         from .records import default_path, save_record
 
-        path = save_record(rec, args.out or default_path("ladder", device))
-        print(f"wrote {path}")
+        print(f"wrote {save_record(rec, args.out or default_path(kind, device))}")
     if other is not None:
-        print(compare(rec, other))
-    return 0
+        print(beside(rec, other))
+
+
+def lm_table(rec: dict) -> str:
+    """A Shakespeare ladder record as text: the peaks MFU is taken over, one line per rung, the top rung."""
+    peaks = "; ".join(f"{fmt} {p['flops'] / 1e12:.3g} TFLOP/s ({p['source']})" for fmt, p in
+                      rec.get("peak_flops", {}).items() if p["flops"])
+    from .lm import lm_row_line
+
+    lines = [f"target validation loss {rec['target']}; MFU over the peak of the rung's format: {peaks or '-'}"]
+    lines += [f"{i:>2} {lm_row_line(r)}" for i, r in enumerate(rec["rungs"])]
+    lines.append(f"top of the ladder: {rec['top'] or 'none'}")
+    return "\n".join(lines)
+
+
+def lm_compare(mine: dict, theirs: dict) -> str:
+    """Two Shakespeare ladder records side by side, by rung: steady tokens/s and theirs / mine."""
+    lines = [f"mine:   {mine['provenance']['device_name']}", f"theirs: {theirs['provenance']['device_name']}",
+             f"{'rung':<26}{'mine tok/s':>12}{'theirs tok/s':>14}{'ratio':>7}"]
+    other = {r["rung"]: r for r in theirs["rungs"]}
+    for r in mine["rungs"]:
+        t = other.get(r["rung"], {})
+        if not (r.get("tokens_per_s") and t.get("tokens_per_s")):
+            lines.append(f"{r['rung']:<26}  {r.get('skipped') or t.get('skipped') or 'not in both records'}")
+            continue
+        lines.append(f"{r['rung']:<26}{r['tokens_per_s']:>12,.0f}{t['tokens_per_s']:>14,.0f}"
+                     f"{t['tokens_per_s'] / r['tokens_per_s']:>7.2f}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,8 @@ SCHEMA = "accelbook.record/1"
 RESULTS_URL = "https://github.com/accelbook/accelbook/tree/main/results"
 COMMANDS = {"probe": "python -m accelbook.probe", "ladder": "python -m accelbook.ladder",  # what writes each kind
             "ddp": "torchrun --standalone --nproc_per_node=<N> -m accelbook.ddp",
-            "inference": "python -m accelbook.inference"}
+            "inference": "python -m accelbook.inference",
+            "lm-ladder": "python -m accelbook.ladder --task shakespeare"}
 
 
 def _is_results(folder: Path) -> bool:
