@@ -216,6 +216,21 @@ FIGURES: dict[str, dict[str, tuple[str, str]]] = {
             "diagonal of perfect calibration in grey; the legend gives each curve's expected calibration "
             "error. Points below the diagonal are over-confident."),
     },
+    "10_transformer": {
+        "def6fc38": (
+            "Attention's activation memory: what autograd keeps for the backward pass of one attention layer, "
+            "explicit against SDPA, measured and predicted from shapes.",
+            "Log-log plot of megabytes saved for the backward pass against context length T, for one attention "
+            "layer with batch 1 and 4 heads of 32 channels. Circles are the explicit attention, squares SDPA, "
+            "each on a grey line of the prediction from shapes. The explicit attention's points rise "
+            "four-fold per doubling of T at large T, SDPA's two-fold, and the points sit on their lines."),
+        "9880c19c": (
+            "The book's Shakespeare recipe: training and validation loss over its whole schedule, with the "
+            "target.",
+            "Line plot of the estimated training loss (circles) and validation loss (squares), in nats per "
+            "character, against the training iteration. Both fall steeply from about 4.2 at iteration 0 and "
+            "flatten; a dashed grey horizontal line marks the target validation loss of 1.88."),
+    },
 }
 
 

@@ -34,7 +34,7 @@ from .records import slug
 NEEDS = {"nbclient": "nbclient", "nbformat": "nbformat", "ipykernel": "ipykernel", "matplotlib": "matplotlib",
          "tqdm": "tqdm", "yaml": "pyyaml", "onnx": "onnx", "onnxscript": "onnxscript", "onnxruntime": "onnxruntime",
          "safetensors": "safetensors"}
-RECORDS = ("probe", "ladder", "ddp", "inference")
+RECORDS = ("probe", "ladder", "lm-ladder", "ddp", "inference")
 
 
 class RefreshError(RuntimeError):
@@ -101,6 +101,9 @@ def record_commands(kinds: list[str], device: str, cuda_count: int, quick: bool,
     if "ladder" in kinds:
         commands.append(("ladder", [py, "-m", "accelbook.ladder", "--device", device, "--no-progress", *q,
                                     "--out", str(out["ladder"])], out["ladder"]))
+    if "lm-ladder" in kinds:  # chapter 10's ladder
+        commands.append(("lm-ladder", [py, "-m", "accelbook.ladder", "--task", "shakespeare", "--device", device,
+                                       "--no-progress", *q, "--out", str(out["lm-ladder"])], out["lm-ladder"]))
     if "inference" in kinds:
         commands.append(("inference", [py, "-m", "accelbook.inference", "--device", device, *q,
                                        "--out", str(out["inference"])], out["inference"]))
