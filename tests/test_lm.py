@@ -229,3 +229,43 @@ def test_a_gpu_starts_from_nanogpts_shakespeare_char_recipe_and_its_target():
     assert (recipe.dropout, recipe.learning_rate, recipe.min_lr, recipe.iters, recipe.betas) == (0.2, 1e-3, 1e-4, 5000,
                                                                                                (0.9, 0.99))
     assert target == 1.47 and lm.baseline_for(CPU) == (BASELINE, lm.TARGET)
+
+
+def test_a_gpu_without_native_bf16_runs_the_mixed_precision_rung_in_fp16(corpus, monkeypatch):
+    monkeypatch.setattr(lm, "bf16_supported", lambda device: False)  # a T4
+    t4 = torch.device("cuda", 0)
+    assert lm.for_device(replace(TINY, precision="bf16"), t4).precision == "fp16"
+    assert lm.for_device(replace(TINY, precision="bf16"), CPU).precision == "bf16"
+    assert lm.for_device(TINY, t4) is TINY
+    # climb_lm builds every rung through for_device (here a stand-in that a CPU can run: bf16 -> fp32)
+    monkeypatch.setattr(lm, "for_device", lambda r, d: replace(r, precision="fp32") if r.precision == "bf16" else r)
+    (row,) = lm.climb_lm(CPU, corpus, rungs=[2], iters=4, base=TINY, eval_iters=2)
+    assert lm.RUNGS[2].changes == {"precision": "bf16"} and row["recipe"]["precision"] == "fp32"
+
+
+def test_checks_run_without_dropout_so_two_attentions_compare(corpus, monkeypatch):
+    """With dropout the explicit and fused attentions (on a GPU) draw different masks: the check runs without it."""
+    seen = []
+
+    def first_losses(recipe, device, corpus, steps=5, seed=0):
+        seen.append((recipe.attention, recipe.dropout))
+        return [1.0] * steps
+
+    monkeypatch.setattr(lm, "first_lm_losses", first_losses)
+    noisy = replace(TINY, dropout=0.2)
+    assert check_lm_change(noisy, replace(noisy, attention="sdpa"), "fp32", CPU, corpus)["ok"]
+    assert seen == [("explicit", 0.0), ("sdpa", 0.0)]
+
+
+def test_rung_0_is_named_after_the_baseline_it_runs(corpus, monkeypatch):
+    assert lm.BASELINE_NAMES[lm.baseline_for(torch.device("cuda", 0))[0]] == "nanoGPT's shakespeare_char recipe"
+    monkeypatch.setattr(lm, "BASELINE_NAMES", {TINY: "the tiny recipe"})
+    (row,) = lm.climb_lm(CPU, corpus, rungs=[0], iters=4, base=TINY, eval_iters=2)
+    assert row["rung"] == "the tiny recipe"
+
+
+def test_a_rung_line_shows_peak_memory_where_it_was_measured():
+    row = {"rung": "SDPA", "skipped": None, "tokens_per_s": 1e5, "mfu": 0.4, "reached": False, "wall_s": 9.0,
+           "kept": True, "peak_memory_bytes": 3 * 2**30}
+    assert "peak 3,072 MiB" in lm.lm_row_line(row)
+    assert "MiB" not in lm.lm_row_line({**row, "peak_memory_bytes": None})  # a CPU: not measured
