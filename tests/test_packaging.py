@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import sys
+import sysconfig
 from importlib import metadata
 from pathlib import Path
 
@@ -177,7 +178,11 @@ def test_ruff_is_installed_pinned_and_run_before_pytest():
 def test_this_environment_is_what_constraints_txt_pins():
     """In an environment book.sh built, constraints.txt is the freeze of it: same packages, same versions."""
     pinned = pins()
-    installed = {canonicalize_name(d.metadata["Name"]): Version(d.version) for d in metadata.distributions()}
+    # Only what is installed in the environment's site-packages: setuptools puts its vendored copies
+    # (setuptools/_vendor/*.dist-info: older packaging, zipp, ...) on sys.path once something imports it.
+    site = {Path(sysconfig.get_paths()[k]).resolve() for k in ("purelib", "platlib")}
+    installed = {canonicalize_name(d.metadata["Name"]): Version(d.version) for d in metadata.distributions()
+                 if Path(d.locate_file("")).resolve() in site}
     differ = [f"{n}: installed {installed[n]}, pinned {pinned[n]}" for n in sorted(set(pinned) & set(installed))
               if installed[n].public != pinned[n].public]  # 2.14.0+cu130 is the pinned 2.14.0
     assert not differ, differ
