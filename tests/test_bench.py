@@ -232,3 +232,6 @@ def test_peak_flops_is_measured_on_a_cpu_and_the_dense_datasheet_figure_on_a_gpu
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 PCIe")
     flops, source = peak_flops(torch.device("cuda", 0), "bf16")
     assert flops is None and "no datasheet bf16 peak for NVIDIA H100 PCIe" in source
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
+    assert peak_flops(torch.device("cuda", 0), "bf16") == (None, "T4: its datasheet gives no bf16 peak (no bf16 tensor cores)")
+    assert peak_flops(torch.device("cuda", 0), "fp16")[0] == 65e12

@@ -162,6 +162,8 @@ def peak_flops(device: torch.device | str, fmt: str, n: int = 1024) -> tuple[flo
         name = torch.cuda.get_device_name(device)
         row = match(name)
         peak = dense(row, fmt) if row else None
+        if row and peak is None:  # a T4 in bf16: the format has no tensor cores there
+            return None, f"{row['gpu']}: its datasheet gives no {fmt} peak (no {fmt} tensor cores)"
         if peak is None:
             return None, f"no datasheet {fmt} peak for {name} in accelbook.specs"
         return peak * 1e12, f"{row['gpu']} datasheet, dense {fmt} ({row['source']})"

@@ -232,7 +232,7 @@ def lm_step(recipe: LMRecipe, device: torch.device, model: nn.Module, forward, o
                      scaler=scaler, schedule=schedule, accumulate=recipe.grad_accum, clip=recipe.grad_clip)
 
 
-def evaluate(model: GPT, corpus: Corpus, recipe: LMRecipe, device: torch.device) -> dict[str, float]:
+def split_losses(model: GPT, corpus: Corpus, recipe: LMRecipe, device: torch.device) -> dict[str, float]:
     """nanoGPT's estimate of both splits' losses (float32, eval mode; the model goes back to training mode)."""
     return estimate_loss(model, {"train": corpus.train, "val": corpus.val}, anchor_settings(recipe), device)
 
@@ -307,7 +307,7 @@ def train_lm(recipe: LMRecipe, device: torch.device, corpus: Corpus, seed: int =
                 if segment is not None:  # the steady clock stops for the evaluation
                     synchronize(device)
                     steady_s, segment = steady_s + time.perf_counter() - segment, None
-                losses = evaluate(model, corpus, recipe, device)
+                losses = split_losses(model, corpus, recipe, device)
                 curve.append({"iter": it, "train_loss": losses["train"], "val_loss": losses["val"],
                               "seconds": time.perf_counter() - start})
                 if target_loss is not None and losses["val"] <= target_loss:
