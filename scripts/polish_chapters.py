@@ -247,36 +247,44 @@ def colab_url(path: str) -> str:
 
 
 def install_block(requirement: str) -> str:
-    """The setup cell's Colab install: the package from the repository, or one sentence saying why not."""
+    """The setup cell's Colab install: the package from the repository, or one sentence saying why not.
+
+    Written as `ruff format --line-length 88` leaves it, so formatting the notebooks changes nothing here."""
     url, _ = repository()
     return (
-        'if "google.colab" in sys.modules:  # on Colab: install the companion package (Colab\'s torch stays)\n'
+        'if "google.colab" in sys.modules:  # Colab: install the companion package (torch stays)\n'
         "    import subprocess\n"
-        f'    REPOSITORY = "{url}"  # _config.yml\'s repository.url (scripts/polish_chapters.py)\n'
-        '    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q",\n'
-        f'                          f"{requirement} @ git+{{REPOSITORY}}"], capture_output=True, text=True)\n'
+        "\n"
+        "    # _config.yml's repository.url (written by scripts/polish_chapters.py)\n"
+        f'    REPOSITORY = "{url}"\n'
+        f'    PACKAGE = f"{requirement} @ git+{{REPOSITORY}}"\n'
+        "    pip = subprocess.run(\n"
+        '        [sys.executable, "-m", "pip", "install", "-q", PACKAGE],\n'
+        "        capture_output=True,\n"
+        "        text=True,\n"
+        "    )\n"
         "    if pip.returncode != 0:\n"
-        '        raise RuntimeError(f"could not install the companion package from {REPOSITORY} (pip exit status "\n'
-        '                           f"{pip.returncode}); check that this address exists and is public, or run "\n'
-        f'                           f\'%pip install "{requirement} @ git+{{REPOSITORY}}" to see pip\\\'s own output\')\n')
+        "        raise RuntimeError(\n"
+        '            f"could not install the companion package from {REPOSITORY} (pip exit status "\n'
+        '            f"{pip.returncode}); check that this address exists and is public, or run "\n'
+        '            f"%pip install \'{PACKAGE}\' to see pip\'s own output"\n'
+        "        )\n")
 
 
-# The setup cell's install lines, old form (%pip) or the form install_block writes.
-OLD_INSTALL = re.compile(
-    r'if "google\.colab" in sys\.modules:[^\n]*\n    %pip install -q "(?P<req>accelbook(?:\[[\w,]+\])?) @ git\+[^"]+"\n')
-NEW_INSTALL = re.compile(
-    r'if "google\.colab" in sys\.modules:[^\n]*\n(?:    [^\n]*\n)*?'
-    r'[^\n]*f"(?P<req>accelbook(?:\[[\w,]+\])?) @ git\+\{REPOSITORY\}"[^\n]*\n'
-    r"    if pip\.returncode != 0:\n(?:        [^\n]*\n)+")
+# The setup cell's install block (any earlier form): the `if "google.colab"` line and the indented or
+# blank lines after it, up to the next line that starts at the margin.
+INSTALL = re.compile(r'if "google\.colab" in sys\.modules:[^\n]*\n(?:(?:[ \t][^\n]*)?\n)*?(?=\S)')
+REQUIREMENT = re.compile(r'(?:%pip install -q "|f")(?P<req>accelbook(?:\[[\w,]+\])?) @ git\+')
 
 
 def polish_setup_cell(source: str) -> str:
     """The setup cell with its Colab install rewritten from the repository (and %xmode Minimal first, so
     that a failed install shows as one line)."""
-    match = OLD_INSTALL.search(source) or NEW_INSTALL.search(source)
-    if match is None:
+    match = INSTALL.search(source)
+    requirement = REQUIREMENT.search(match[0]) if match else None
+    if requirement is None:
         raise ValueError("no Colab install found in the setup cell")
-    source = source[:match.start()] + install_block(match["req"]) + source[match.end():]
+    source = source[:match.start()] + install_block(requirement["req"]) + source[match.end():]
     lines = source.split("\n")
     if "%xmode Minimal" in lines and lines.index("%xmode Minimal") > lines.index("import sys"):
         lines.remove("%xmode Minimal")

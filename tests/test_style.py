@@ -1,0 +1,150 @@
+"""The book's house style, where a machine can check it (issue 25: pace and consistency).
+
+- Code cells and printed tables are at most 88 characters wide (the page's code column).
+- No markdown cell is longer than 250 words.
+- nbval's markers are cell tags (`nbval-ignore-output`), not comment lines in the code.
+- One spelling: Oxford -ize (optimization, normalize, utilization), one percent format ("99.11%"),
+  one throughput unit ("images/s", never "img/s").
+- Each chapter numbers its sections "## 1.", "## 2.", ... and ends with "## Summary" and "## Exercises";
+  its summary states results through MyST-NB glue ({glue:text}`name`), each name glued in the chapter.
+- The article's claims open each chapter as a collapsible box, not as a section; the Colab link
+  follows the chapter's introduction.
+- The errata are in number order.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from bookfacts import ROOT
+
+CHAPTERS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+IDS = [p.stem for p in CHAPTERS]
+PAGES = sorted((ROOT / "book").glob("*.md"))
+WIDTH = 88
+WORDS = 250
+# British -ise forms of the words the book uses; the book writes -ize (Oxford spelling).
+ISE = re.compile(r"\b\w*(?:optim|normal|util|recogn|synchron|initial|general|memor|minim|maxim|standard|"
+                 r"serial|quant|parallel|summar|visual|organ|regular|character|vector|special|emphas|"
+                 r"categor|custom|prior|stabil|central|penal|token|capital|critic|final|local|random)"
+                 r"is(?:e|es|ed|ing|ation|ations|er|ers|able)\b", re.I)
+SPACED_PERCENT = re.compile(r"\d %")
+GLUE = re.compile(r"\{glue:text\}`([\w-]+)(?::[^`]*)?`")
+
+
+def cells(path: Path) -> list[dict]:
+    """The notebook's cells, sources joined."""
+    out = []
+    for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]:
+        out.append({**cell, "source": "".join(cell["source"])})
+    return out
+
+
+def prose(path: Path) -> str:
+    """The chapter's markdown, code spans and fenced code left out."""
+    text = "\n\n".join(c["source"] for c in cells(path) if c["cell_type"] == "markdown")
+    return strip_code(text)
+
+
+def strip_code(text: str) -> str:
+    """Markdown without fenced blocks and inline code (identifiers keep their own spelling)."""
+    text = re.sub(r"```.*?```", "", text, flags=re.S)
+    return re.sub(r"`[^`\n]*`", "", text)
+
+
+def output_text(cell: dict) -> str:
+    """A code cell's printed text: streams and text/plain results."""
+    parts = []
+    for out in cell.get("outputs", []):
+        if out["output_type"] == "stream":
+            parts.append("".join(out["text"]))
+        elif "text/plain" in out.get("data", {}) and "image/png" not in out["data"]:
+            parts.append("".join(out["data"]["text/plain"]))
+    return "".join(parts)
+
+
+def prints_source(cell: dict) -> bool:
+    """True for a cell that prints package source or a command's help (its width is the package's)."""
+    return "getsource" in cell["source"] or '"--help"' in cell["source"]
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=IDS)
+def test_code_fits_the_page(path):
+    wide = [f"cell {i}: {line[:60]}…" for i, c in enumerate(cells(path)) if c["cell_type"] == "code"
+            for line in c["source"].splitlines() if len(line) > WIDTH]
+    assert not wide, f"{len(wide)} code lines over {WIDTH} characters: {wide[:5]}"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=IDS)
+def test_printed_tables_fit_the_page(path):
+    wide = [f"cell {i}: {line[:60]}…" for i, c in enumerate(cells(path))
+            if c["cell_type"] == "code" and not prints_source(c)
+            for line in output_text(c).splitlines() if len(line) > WIDTH]
+    assert not wide, f"{len(wide)} printed lines over {WIDTH} characters: {wide[:5]}"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=IDS)
+def test_markdown_cells_are_short(path):
+    long = [(i, len(c["source"].split())) for i, c in enumerate(cells(path))
+            if c["cell_type"] == "markdown" and len(c["source"].split()) > WORDS]
+    assert not long, f"markdown cells over {WORDS} words (cell, words): {long}"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=IDS)
+def test_nbval_markers_are_tags(path):
+    marked = [i for i, c in enumerate(cells(path)) if c["cell_type"] == "code" and "# NBVAL_" in c["source"]]
+    assert not marked, f"cells {marked} carry an nbval comment; use the cell tag nbval-ignore-output"
+
+
+@pytest.mark.parametrize("path", CHAPTERS + PAGES, ids=[p.name for p in CHAPTERS + PAGES])
+def test_one_spelling_one_percent_one_unit(path):
+    text = prose(path) if path.suffix == ".ipynb" else strip_code(path.read_text(encoding="utf-8"))
+    assert not ISE.findall(text), f"-ise spellings (the book writes -ize): {sorted(set(ISE.findall(text)))}"
+    assert not SPACED_PERCENT.findall(text), "write 99.11%, not 99.11 %"
+    assert "img/s" not in text, "write images/s"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=IDS)
+def test_sections_are_numbered_then_summary_and_exercises(path):
+    heads = [line[3:].strip() for c in cells(path) if c["cell_type"] == "markdown"
+             for line in re.sub(r"```.*?```", "", c["source"], flags=re.S).splitlines() if line.startswith("## ")]
+    assert heads[-2:] == ["Summary", "Exercises"], heads
+    numbers = [re.match(r"(\d+)\. \S", h) for h in heads[:-2]]
+    assert all(numbers), f"unnumbered sections: {[h for h, n in zip(heads, numbers) if not n]}"
+    assert [int(n[1]) for n in numbers] == list(range(1, len(numbers) + 1)), heads
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=IDS)
+def test_summary_states_results_through_glue(path):
+    all_cells = cells(path)
+    summary = next(c["source"] for c in all_cells if c["cell_type"] == "markdown" and "## Summary" in c["source"])
+    summary = summary.split("## Exercises")[0]
+    used = set(GLUE.findall(summary))
+    assert used, "the summary glues no result ({glue:text}`name`)"
+    assert "printed above" not in summary and "shown above" not in summary
+    glued = {out.get("metadata", {}).get("scrapbook", {}).get("name") for c in all_cells
+             if c["cell_type"] == "code" for out in c.get("outputs", [])}
+    assert used <= glued, f"not glued in the stored run: {sorted(used - glued)}"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=IDS)
+def test_article_box_collapses_and_colab_link_follows_the_introduction(path):
+    all_cells = cells(path)
+    markdown = "\n".join(c["source"] for c in all_cells if c["cell_type"] == "markdown")
+    assert not re.search(r"^## .*What the article says", markdown, re.M), "the article's claims are a box now"
+    if "What the article says" in markdown:
+        box = re.search(r"^(`{3,}|:{3,})\{admonition\} What the article says[^\n]*\n:class: dropdown", markdown, re.M)
+        assert box, "'What the article says' should be {admonition} ... :class: dropdown"
+    opening = next(c["source"] for c in all_cells if c["cell_type"] == "markdown")
+    paragraphs = [p for p in opening.split("\n\n") if p.strip()]
+    badge = next(i for i, p in enumerate(paragraphs) if "[Open in Colab]" in p)
+    assert badge >= 2, "the Colab link comes after the chapter's introduction (title, then at least a paragraph)"
+
+
+def test_errata_in_number_order():
+    numbers = [int(n) for n in re.findall(r"^### E(\d+)\.", (ROOT / "book" / "errata.md").read_text(), re.M)]
+    assert numbers == list(range(1, len(numbers) + 1)), numbers
