@@ -69,7 +69,7 @@ def output_text(cell: dict) -> str:
 
 def prints_source(cell: dict) -> bool:
     """True for a cell that prints package source or a command's help (its width is the package's)."""
-    return "getsource" in cell["source"] or '"--help"' in cell["source"]
+    return any(word in cell["source"] for word in ("getsource", "showcode", "\"--help\""))
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=IDS)
