@@ -12,8 +12,9 @@ For each chapter it writes, from one source each:
   and "on a GPU: not yet measured" unless the stored run is a GPU's;
 - each figure's caption and alt text (MyST-NB cell metadata mystnb.figure.caption / mystnb.image.alt),
   from FIGURES below, keyed by the cell's id.
-It also points README.md's Colab install line and accelbook.records.RESULTS_URL at the repository, and
-writes README.md's table of run times (between its run-times markers) from the same sources.
+It also points README.md's Colab install line and accelbook.records.RESULTS_URL at the repository,
+writes README.md's table of run times (between its run-times markers) from the same sources, and
+book/fastest_path.md from the committed ladder records (accelbook.fastest).
 Only cell metadata and markdown/setup-cell source change: no notebook is executed (outputs stay).
 tests/test_chapter_facts.py checks every one of these against its source.
 """
@@ -417,6 +418,13 @@ def polish_repository_mentions() -> None:
                               flags=re.M), encoding="utf-8")
 
 
+def write_fastest_path() -> None:
+    """book/fastest_path.md from the committed ladder records (accelbook.fastest)."""
+    from accelbook.fastest import page
+
+    (ROOT / "book" / "fastest_path.md").write_text(page(ROOT / "results"), encoding="utf-8")
+
+
 def measure_quick(paths: list[Path]) -> None:
     """Time plain `pytest --nbval` (the quick profile) on each chapter; record it in quick-times.json."""
     from accelbook.device import device_name, pick_device  # imports torch: only when measuring
@@ -453,6 +461,7 @@ def main(argv: list[str] | None = None) -> int:
         measure_quick(paths)
     problems = [p for path in paths for p in polish(path)]
     polish_repository_mentions()
+    write_fastest_path()
     for problem in problems:
         print(problem, file=sys.stderr)
     return 1 if problems else 0

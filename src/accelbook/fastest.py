@@ -1,0 +1,177 @@
+"""The fastest-path page: every change the book measures, in one table, from the committed ladder records.
+
+`page(folder)` renders book/fastest_path.md (MyST markdown) from the ladder records in `folder`
+(default: the results folder): one row per rung and record, split into "same training, faster" (the same
+arithmetic, run faster: true for any model) and "less training" (fewer steps or a smaller model: the
+task's own), each with its gain over the best recipe before it and the record it comes from, then the
+code each change turns on (`showcode`) and a checklist for the reader's own model.
+scripts/polish_chapters.py writes the page; tests/test_fastest.py checks that the committed page is
+what the committed records render, so no number on it is typed by hand.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .records import load_records
+
+KINDS = {"ladder": ("mnist", "images/s", "steady_images_per_s", "chapter 6", "../notebooks/06_optimization"),
+         "lm-ladder": ("shakespeare", "tokens/s", "tokens_per_s", "chapter 10", "../notebooks/10_transformer")}
+SAME, LESS = "Same training, faster", "Less training"
+
+
+def group(check_kind: str | None) -> str:
+    """A rung's part of the page: a change of the recipe itself ("recipe" check) is less training."""
+    return LESS if check_kind == "recipe" else SAME
+
+
+def rows(record: dict) -> list[dict]:
+    """One row per rung after the first: its group, why, the best recipe's rate and wall time before it and
+    its own, the gains over that recipe, its validation quality and verdict."""
+    from .showcode import task_rungs
+
+    task, unit, rate_key, _, _ = KINDS[record["kind"]]
+    declared = {r.name: r for r in task_rungs(task)}
+    out, best = [], None
+    for i, s in enumerate(record["rungs"]):
+        rate, rung = s.get(rate_key), declared.get(s["rung"])
+        check = (s.get("check") or {}).get("kind") or (rung.check if rung else None)
+        row = {"rung": s["rung"], "group": group(check), "why": rung.why if rung else "", "unit": unit,
+               "before": best, "rate": rate, "wall": s.get("wall_s"), "quality": quality(s),
+               "runs": s.get("seeds") or 1, "kept": bool(s.get("kept")), "skipped": s.get("skipped")}
+        if rate is not None and best is not None:
+            row["gain"] = rate / best["rate"]
+            row["wall_gain"] = best["wall"] / s["wall_s"]
+        if i > 0:
+            out.append(row)
+        if s.get("kept") and rate is not None:
+            best = {"rate": rate, "wall": s["wall_s"]}
+    return out
+
+
+def quality(summary: dict) -> str:
+    """A rung's validation result: accuracy (MNIST) or loss (Shakespeare), or a dash."""
+    if summary.get("val_accuracy") is not None:
+        return f"{summary['val_accuracy']:.2%}"
+    if summary.get("val_loss") is not None:
+        return f"loss {summary['val_loss']:.3f}"
+    return "—"
+
+
+def verdict(row: dict) -> str:
+    """The row's outcome in a few words: skipped and why, kept, or not kept."""
+    if row["skipped"]:
+        return row["skipped"].removeprefix("skipped: ")
+    return "kept" if row["kept"] else "not kept (slower)"
+
+
+def table(record: dict, part: str) -> str:
+    """The markdown table of one record's rows in `part` (empty if it has none)."""
+    chosen = [row for row in rows(record) if row["group"] == part]
+    if not chosen:
+        return ""
+    same = part == SAME
+    unit = chosen[0]["unit"]
+    head = (f"| change | what it removes | {unit}: best before → this | gain | verdict |" if same else
+            "| change | what it buys | wall s: best before → this | gain | validation | verdict |")
+    lines = [head, "|" + " --- |" * (head.count("|") - 1)]
+    for row in chosen:
+        if row["rate"] is None:
+            measured, gain = "—", "—"
+        elif same:
+            measured, gain = f"{row['before']['rate']:,.0f} → {row['rate']:,.0f}", f"{row['gain']:.2f}×"
+        else:
+            measured, gain = f"{row['before']['wall']:,.1f} → {row['wall']:,.1f}", f"{row['wall_gain']:.2f}×"
+        cells = [row["rung"], row["why"], measured, gain] + ([] if same else [row["quality"]]) + [verdict(row)]
+        lines.append("| " + " | ".join(cells) + " |")
+    p = record["provenance"]
+    return (f"Measured on {p['device_name']} (torch {p['torch']}, {p['datetime_utc'][:10]}), "
+            f"record `{record['file']}`:\n\n" + "\n".join(lines))
+
+
+def tables(records: list[dict], part: str) -> str:
+    """`part`'s table for each record that has rows in it."""
+    return "\n\n".join(t for t in (table(rec, part) for rec in records) if t)
+
+
+def code_section(records: list[dict]) -> str:
+    """Each task's rungs with the lines of the package they turn on."""
+    from .showcode import ladder_code
+
+    parts = []
+    for kind in dict.fromkeys(rec["kind"] for rec in records):
+        task, _, _, chapter, doc = KINDS[kind]
+        parts.append(f"### The {task} ladder ({{doc}}`{chapter} <{doc}>`)\n\n````python\n{ladder_code(task)}\n````")
+    return "\n\n".join(parts)
+
+
+def page(folder: str | Path | None = None) -> str:
+    """book/fastest_path.md from the ladder records in `folder` (default: the results folder)."""
+    records = [r for kind in KINDS for r in load_records(kind, folder, gpu_only=False)]
+    if not records:
+        raise FileNotFoundError(f"no ladder records in {folder or 'the results folder'}")
+    runs = sorted({row["runs"] for rec in records for row in rows(rec)})
+    one_run = runs == [1]
+    return TEMPLATE.format(
+        same=tables(records, SAME), less=tables(records, LESS), code=code_section(records),
+        repeats=("Every figure on this page is from one run of each rung, so it has no range yet, and a gain "
+                 "close to 1.00× cannot be told apart from the noise between runs. "
+                 "`python -m accelbook.ladder --seeds 3` writes a record with repeats."
+                 if one_run else f"Runs per rung: {', '.join(map(str, runs))}."),
+        gpu=("" if any(r["provenance"]["device"].startswith("cuda") for r in records) else
+             "No GPU record is committed yet, so every row above was measured on a CPU; the rungs marked "
+             "\"needs CUDA\" are the GPU's own. `python -m accelbook.refresh` on a GPU writes the GPU records, "
+             "and this page gains their rows."))
+
+
+TEMPLATE = """\
+# The fastest path
+
+*For the reader in a hurry: every change this book measures, what it bought, and the code that makes it.*
+
+```{{note}}
+This page is generated from the committed ladder records in `results/` by `accelbook.fastest`
+(`python scripts/polish_chapters.py` writes it); a test checks that it matches them. Each rung is applied
+on top of the best recipe before it, so its gain is measured against that recipe, not against the
+article's.
+```
+
+## Same training, faster
+
+The same model, data, batch and schedule, run faster: a better data path, memory layout, number format,
+fused kernels, compilation. These hold for any model; what they buy depends on the device.
+
+{same}
+
+## Less training
+
+Fewer or larger steps, fewer epochs, a smaller model: these change what is computed, so each one is
+checked on the validation set, not on the first losses. Their gains belong to the task.
+
+{less}
+
+{repeats} {gpu}
+
+## A checklist for your own model
+
+1. **Profile first** ({{doc}}`chapter 5 <../notebooks/05_profiling>`): find the phase that takes the time
+   (data, forward, backward, optimizer) before changing anything.
+2. **Data path**: keep the GPU fed. Decode once, keep a small data set on the device, or give the
+   `DataLoader` workers and pinned memory ({{doc}}`chapter 4 <../notebooks/04_training>`).
+3. **Mixed precision**: `torch.autocast` with bf16 on GPUs that have it (A100, H100), fp16 with a
+   `GradScaler` on older ones (T4, V100).
+4. **Memory layout**: `channels_last` for convolutions on tensor cores.
+5. **Fused optimizer**: `torch.optim.AdamW(..., fused=True)`.
+6. **`torch.compile`**: fuses element-wise work; pays its compilation in the first steps.
+7. **CUDA graphs** (`mode="reduce-overhead"`): for small steps where kernel launches dominate.
+8. **Batch size with its schedule**: a larger batch needs its learning rate and schedule retuned on a
+   validation set ({{doc}}`chapter 6 <../notebooks/06_optimization>`).
+9. **More GPUs** last: when one GPU is busy and the step is large enough that communication hides
+   behind computation ({{doc}}`chapter 7 <../notebooks/07_scaling>`).
+
+## The code of each change
+
+The lines of the book's package that each rung turns on, read from its source (`accelbook.showcode`):
+
+{code}
+"""
