@@ -266,9 +266,9 @@ def install_block(requirement: str) -> str:
         "    )\n"
         "    if pip.returncode != 0:\n"
         "        raise RuntimeError(\n"
-        '            f"could not install the companion package from {REPOSITORY} (pip exit status "\n'
-        '            f"{pip.returncode}); check that this address exists and is public, or run "\n'
-        '            f"%pip install \'{PACKAGE}\' to see pip\'s own output"\n'
+        '            f"could not install the companion package from {REPOSITORY} "\n'
+        '            f"(pip exit status {pip.returncode}); check that this address exists and "\n'
+        '            f"is public, or run %pip install \'{PACKAGE}\' to see pip\'s own output"\n'
         "        )\n")
 
 

@@ -215,7 +215,7 @@ def row_line(row: Row) -> str:
     if row.skipped:
         return f"{row.rung:<24} {row.skipped}"
     s = row.summary()
-    return (f"{row.rung:<24} wall {s['wall_s']:>8.2f} s  {s['steady_images_per_s']:>9,.0f} img/s  "
+    return (f"{row.rung:<24} wall {s['wall_s']:>8.2f} s  {s['steady_images_per_s']:>9,.0f} images/s  "
             f"val {s['val_accuracy']:.2%}  {'kept' if row.kept else 'not kept'}")
 
 
@@ -274,7 +274,7 @@ def race(device: torch.device, data: Data, seeds, precision: str = "auto") -> di
 
 def table(rec: dict) -> str:
     """A record's rungs as an aligned text table, and the top rung's test accuracy (reported once)."""
-    lines = [f"{'rung':<26}{'wall s':>9}{'img/s':>10}{'s/epoch':>9}{'val acc':>9}{'speed-up':>9}  kept"]
+    lines = [f"{'rung':<26}{'wall s':>9}{'images/s':>10}{'s/epoch':>9}{'val acc':>9}{'speed-up':>9}  kept"]
     for s in rec["rungs"]:
         if s.get("wall_s") is None:
             lines.append(f"{s['rung']:<26}  {s['skipped'] or '-'}")
@@ -284,7 +284,7 @@ def table(rec: dict) -> str:
                      f"{val}{s.get('speedup_wall', float('nan')):>8.1f}x  {'yes' if s['kept'] else 'no'}")
     top = rec.get("top")
     if top:
-        lines.append(f"test accuracy of the top of the ladder ({top['rung']}): {top['test_accuracy']:.2%} "
+        lines.append(f"test accuracy of the top of the ladder ({top['rung']}): {top['test_accuracy']:.2%}\n"
                      f"({top['seeds']} seed(s); every rung was decided on validation)")
     return "\n".join(lines)
 
@@ -292,7 +292,7 @@ def table(rec: dict) -> str:
 def compare(mine: dict, theirs: dict) -> str:
     """Two ladder records rung by rung: wall time and throughput of each, and the ratio (theirs / mine)."""
     other = {s["rung"]: s for s in theirs["rungs"]}
-    head = (f"{'rung':<26}{'mine s':>9}{'theirs s':>10}{'ratio':>7}{'mine img/s':>12}{'theirs img/s':>13}\n"
+    head = (f"{'rung':<26}{'mine s':>9}{'theirs s':>10}{'ratio':>7}{'mine images/s':>15}{'theirs images/s':>17}\n"
             f"(mine: {mine['provenance']['device_name']}; theirs: {theirs['provenance']['device_name']})")
     lines = [head]
     for s in mine["rungs"]:
@@ -301,7 +301,7 @@ def compare(mine: dict, theirs: dict) -> str:
             lines.append(f"{s['rung']:<26}  {s.get('skipped') or t.get('skipped') or 'not in both records'}")
             continue
         lines.append(f"{s['rung']:<26}{s['wall_s']:>9.2f}{t['wall_s']:>10.2f}{t['wall_s'] / s['wall_s']:>7.2f}"
-                     f"{s['steady_images_per_s']:>12,.0f}{t['steady_images_per_s']:>13,.0f}")
+                     f"{s['steady_images_per_s']:>15,.0f}{t['steady_images_per_s']:>17,.0f}")
     return "\n".join(lines)
 
 
