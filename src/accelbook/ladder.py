@@ -22,6 +22,7 @@ import json
 import re
 import statistics
 import sys
+import textwrap
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -433,7 +434,8 @@ def lm_table(rec: dict) -> str:
                       rec.get("peak_flops", {}).items() if p["flops"])
     from .lm import lm_row_line
 
-    lines = [f"target validation loss {rec['target']}; MFU over the peak of the rung's format: {peaks or '-'}"]
+    lines = textwrap.wrap(f"target validation loss {rec['target']}; MFU over the peak of the rung's format: "
+                          f"{peaks or '-'}", 88)
     lines += [f"{i:>2} {lm_row_line(r)}" for i, r in enumerate(rec["rungs"])]
     lines.append(f"top of the ladder: {rec['top'] or 'none'}")
     return "\n".join(lines)

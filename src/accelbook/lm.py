@@ -442,13 +442,13 @@ def climb_lm(device: torch.device, corpus: Corpus, rungs: list[int] | None = Non
 def lm_row_line(row: dict) -> str:
     """A rung's outcome in one line of the log: why it was skipped, or its rate, time, MFU and verdict."""
     if row["skipped"]:
-        return f"{row['rung']:<26} {row['skipped']}"
-    rate = f"{row['tokens_per_s']:>9,.0f}" if row["tokens_per_s"] is not None else f"{'-':>9}"
+        return f"{row['rung']}: {row['skipped']}"
+    rate = f"{row['tokens_per_s']:>7,.0f}" if row["tokens_per_s"] is not None else f"{'-':>7}"
     mfu_text = f"{row['mfu']:.1%}" if row["mfu"] is not None else "-"
-    to_target = f"{row['seconds_to_target']:.1f} s" if row["reached"] else "not reached"
+    to_target = f"in {row['seconds_to_target']:.1f} s" if row["reached"] else "missed"
     memory = f"  peak {row['peak_memory_bytes'] / 2**20:,.0f} MiB" if row.get("peak_memory_bytes") else ""  # CUDA
-    return (f"{row['rung']:<26} {rate} tokens/s  wall {row['wall_s']:>7.1f} s  target {to_target}  "
-            f"MFU {mfu_text}{memory}  {'kept' if row['kept'] else 'not kept'}")
+    return (f"{row['rung']:<24} {rate} tokens/s, {row['wall_s']:.1f} s, MFU {mfu_text}{memory}, "
+            f"target {to_target}, {'kept' if row['kept'] else 'not kept'}")
 
 
 def lm_record(rows: list[dict], device: torch.device, argv: list[str], quick: bool) -> dict:
