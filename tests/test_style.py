@@ -68,8 +68,8 @@ def output_text(cell: dict) -> str:
 
 
 def prints_source(cell: dict) -> bool:
-    """True for a cell that prints package source or a command's help (its width is the package's)."""
-    return any(word in cell["source"] for word in ("getsource", "showcode", "\"--help\""))
+    """True for a cell that prints package source or what a command prints (its width is theirs)."""
+    return any(word in cell["source"] for word in ("getsource", "showcode", "\"--help\"", "subprocess.run"))
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=IDS)
