@@ -21,10 +21,10 @@ def glue(name: str, text: str) -> None:
 
 
 def results(values: dict[str, object]) -> None:
-    """Print each `name: value` on its own line and glue each value's text under its name."""
+    """Print each `name  value` on its own line (one block), then glue each value's text under its name."""
     if not values:
         raise ValueError("results() needs at least one named value")
     width = max(len(name) for name in values)
+    print("\n".join(f"{name:<{width}}  {value}" for name, value in values.items()))
     for name, value in values.items():
-        print(f"{name:<{width}}  {value}")
         glue(name, str(value))
