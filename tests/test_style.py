@@ -114,7 +114,7 @@ def test_sections_are_numbered_then_summary_and_exercises(path):
              for line in re.sub(r"```.*?```", "", c["source"], flags=re.S).splitlines() if line.startswith("## ")]
     assert heads[-2:] == ["Summary", "Exercises"], heads
     numbers = [re.match(r"(\d+)\. \S", h) for h in heads[:-2]]
-    assert all(numbers), f"unnumbered sections: {[h for h, n in zip(heads, numbers) if not n]}"
+    assert all(numbers), f"unnumbered sections: {[h for h, n in zip(heads[:-2], numbers, strict=True) if not n]}"
     assert [int(n[1]) for n in numbers] == list(range(1, len(numbers) + 1)), heads
 
 
