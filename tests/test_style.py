@@ -33,6 +33,7 @@ ISE = re.compile(r"\b\w*(?:optim|normal|util|recogn|synchron|initial|general|mem
                  r"categor|custom|prior|stabil|central|penal|token|capital|critic|final|local|random)"
                  r"is(?:e|es|ed|ing|ation|ations|er|ers|able)\b", re.I)
 SPACED_PERCENT = re.compile(r"\d %")
+WIDGET = "application/vnd.jupyter.widget-view+json"  # a widget's text/plain is its repr, not printed text
 GLUE = re.compile(r"\{glue:text\}`([\w-]+)(?::[^`]*)?`")
 
 
@@ -62,7 +63,7 @@ def output_text(cell: dict) -> str:
     for out in cell.get("outputs", []):
         if out["output_type"] == "stream":
             parts.append("".join(out["text"]))
-        elif "text/plain" in out.get("data", {}) and "image/png" not in out["data"]:
+        elif "text/plain" in out.get("data", {}) and not {"image/png", WIDGET} & out["data"].keys():
             parts.append("".join(out["data"]["text/plain"]))
     return "".join(parts)
 
