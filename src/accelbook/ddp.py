@@ -327,7 +327,7 @@ def train_epochs(step, loader, sampler, steps: int, evaluate_epoch, device: torc
         history.append({"epoch": epoch, "steps": done, "train_loss": (sums[0] / sums[1].clamp(min=1)).item(),
                         "test_accuracy": accuracy, "seconds": time.perf_counter() - start})
         log(rank, f"epoch {epoch}: {done} steps, loss {history[-1]['train_loss']:.4f}, "
-                  f"test accuracy {100 * accuracy:.2f} %, {history[-1]['seconds']:.1f} s")
+                  f"test accuracy {100 * accuracy:.2f}%, {history[-1]['seconds']:.1f} s")
     return history
 
 
@@ -350,9 +350,9 @@ def train_process(args, rank: int, world: int, local_rank: int) -> dict:
     optimizer = build_optimizer(args.optimizer, model.parameters(), p.lr)
     step = make_step(model, optimizer, p.device, schedule=warmup_schedule(optimizer, args.warmup))
     log(rank, f"{world} process(es) x {p.backend} on {p.device.type}"
-              f"{f', {p.threads} thread(s) each' if p.device.type == 'cpu' else ''} | global batch "
-              f"{args.global_batch} = {world} x {p.batch} | {args.optimizer} lr {p.lr:.4g} ({p.rule} rule from "
-              f"{args.lr:g} at batch {args.base_batch}) | warm-up {args.warmup} steps")
+              f"{f', {p.threads} thread(s) each' if p.device.type == 'cpu' else ''}; global batch "
+              f"{args.global_batch} = {world} x {p.batch}\n{args.optimizer} lr {p.lr:.4g} ({p.rule} rule from "
+              f"{args.lr:g} at batch {args.base_batch}); warm-up {args.warmup} steps")
     steps = int(args.epochs * len(loader))
     history = train_epochs(failing_on(step, rank, args.fail_on_rank), loader, sampler, steps,
                            partial(sharded_accuracy, model.module, test_images, test_labels, p.device, rank, world),
