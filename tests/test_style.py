@@ -22,7 +22,11 @@ import pytest
 
 from bookfacts import ROOT
 
-CHAPTERS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+ALL_CHAPTERS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+# Chapters not yet edited to this style (issue 25 is open until this set is empty): the spelling rules
+# below hold for every page; the others for the edited chapters only.
+PENDING = {"01_why_gpus", "02_gpu_setup", "03_article_model", "09_robustness"}
+CHAPTERS = [p for p in ALL_CHAPTERS if p.stem not in PENDING]
 IDS = [p.stem for p in CHAPTERS]
 PAGES = sorted((ROOT / "book").glob("*.md"))
 WIDTH = 88
@@ -95,13 +99,13 @@ def test_markdown_cells_are_short(path):
     assert not long, f"markdown cells over {WORDS} words (cell, words): {long}"
 
 
-@pytest.mark.parametrize("path", CHAPTERS, ids=IDS)
+@pytest.mark.parametrize("path", ALL_CHAPTERS, ids=[p.stem for p in ALL_CHAPTERS])
 def test_nbval_markers_are_tags(path):
     marked = [i for i, c in enumerate(cells(path)) if c["cell_type"] == "code" and "# NBVAL_" in c["source"]]
     assert not marked, f"cells {marked} carry an nbval comment; use the cell tag nbval-ignore-output"
 
 
-@pytest.mark.parametrize("path", CHAPTERS + PAGES, ids=[p.name for p in CHAPTERS + PAGES])
+@pytest.mark.parametrize("path", ALL_CHAPTERS + PAGES, ids=[p.name for p in ALL_CHAPTERS + PAGES])
 def test_one_spelling_one_percent_one_unit(path):
     text = prose(path) if path.suffix == ".ipynb" else strip_code(path.read_text(encoding="utf-8"))
     assert not ISE.findall(text), f"-ise spellings (the book writes -ize): {sorted(set(ISE.findall(text)))}"
@@ -144,6 +148,10 @@ def test_article_box_collapses_and_colab_link_follows_the_introduction(path):
     paragraphs = [p for p in opening.split("\n\n") if p.strip()]
     badge = next(i for i, p in enumerate(paragraphs) if "[Open in Colab]" in p)
     assert badge >= 2, "the Colab link comes after the chapter's introduction (title, then at least a paragraph)"
+
+
+def test_pending_chapters_exist():
+    assert PENDING <= {p.stem for p in ALL_CHAPTERS}, "a pending chapter was renamed: update PENDING"
 
 
 def test_errata_in_number_order():
