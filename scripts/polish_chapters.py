@@ -131,7 +131,7 @@ FIGURES: dict[str, dict[str, tuple[str, str]]] = {
         "88f4af97": (
             "Device counters sampled every 50 ms while training.",
             "One small line plot per counter against seconds into the training block: CPU use in percent of "
-            "all cores on any machine, and on an NVIDIA GPU also its utilisation, power in watts and SM clock "
+            "all cores on any machine, and on an NVIDIA GPU also its utilization, power in watts and SM clock "
             "in MHz."),
     },
     "06_optimization": {
