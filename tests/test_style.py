@@ -23,11 +23,17 @@ import pytest
 from bookfacts import ROOT
 
 ALL_CHAPTERS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-# Chapters not yet edited to this style (issue 25 is open until this set is empty): the spelling rules
-# below hold for every page; the others for the edited chapters only.
-PENDING = {"01_why_gpus", "02_gpu_setup", "03_article_model", "04_training", "09_robustness"}
-CHAPTERS = [p for p in ALL_CHAPTERS if p.stem not in PENDING]
-IDS = [p.stem for p in CHAPTERS]
+# Rules a chapter does not meet yet, by chapter (issue 25 is open until this is empty): the spelling
+# rules below hold for every page; a rule listed here is waived for that chapter only.
+# 04_training: one printed line of its stored run is 89 characters (its code prints it in two from
+# the next run on); 09_robustness: edited, not yet executed.
+ALL_RULES = {"code", "printed", "markdown", "sections", "glue", "box"}
+PENDING = {"04_training": {"printed"}, "09_robustness": ALL_RULES}
+
+
+def edited(rule: str) -> list:
+    """The chapters held to `rule`: pytest params named by chapter."""
+    return [pytest.param(p, id=p.stem) for p in ALL_CHAPTERS if rule not in PENDING.get(p.stem, ())]
 PAGES = sorted((ROOT / "book").glob("*.md"))
 WIDTH = 88
 WORDS = 250
@@ -77,14 +83,14 @@ def prints_source(cell: dict) -> bool:
     return any(word in cell["source"] for word in ("getsource", "showcode", "\"--help\"", "subprocess.run"))
 
 
-@pytest.mark.parametrize("path", CHAPTERS, ids=IDS)
+@pytest.mark.parametrize("path", edited("code"))
 def test_code_fits_the_page(path):
     wide = [f"cell {i}: {line[:60]}…" for i, c in enumerate(cells(path)) if c["cell_type"] == "code"
             for line in c["source"].splitlines() if len(line) > WIDTH]
     assert not wide, f"{len(wide)} code lines over {WIDTH} characters: {wide[:5]}"
 
 
-@pytest.mark.parametrize("path", CHAPTERS, ids=IDS)
+@pytest.mark.parametrize("path", edited("printed"))
 def test_printed_tables_fit_the_page(path):
     wide = [f"cell {i}: {line[:60]}…" for i, c in enumerate(cells(path))
             if c["cell_type"] == "code" and not prints_source(c)
@@ -92,7 +98,7 @@ def test_printed_tables_fit_the_page(path):
     assert not wide, f"{len(wide)} printed lines over {WIDTH} characters: {wide[:5]}"
 
 
-@pytest.mark.parametrize("path", CHAPTERS, ids=IDS)
+@pytest.mark.parametrize("path", edited("markdown"))
 def test_markdown_cells_are_short(path):
     long = [(i, len(c["source"].split())) for i, c in enumerate(cells(path))
             if c["cell_type"] == "markdown" and len(c["source"].split()) > WORDS]
@@ -113,7 +119,7 @@ def test_one_spelling_one_percent_one_unit(path):
     assert "img/s" not in text, "write images/s"
 
 
-@pytest.mark.parametrize("path", CHAPTERS, ids=IDS)
+@pytest.mark.parametrize("path", edited("sections"))
 def test_sections_are_numbered_then_summary_and_exercises(path):
     heads = [line[3:].strip() for c in cells(path) if c["cell_type"] == "markdown"
              for line in re.sub(r"```.*?```", "", c["source"], flags=re.S).splitlines() if line.startswith("## ")]
@@ -123,7 +129,7 @@ def test_sections_are_numbered_then_summary_and_exercises(path):
     assert [int(n[1]) for n in numbers] == list(range(1, len(numbers) + 1)), heads
 
 
-@pytest.mark.parametrize("path", CHAPTERS, ids=IDS)
+@pytest.mark.parametrize("path", edited("glue"))
 def test_summary_states_results_through_glue(path):
     all_cells = cells(path)
     summary = next(c["source"] for c in all_cells if c["cell_type"] == "markdown" and "## Summary" in c["source"])
@@ -136,7 +142,7 @@ def test_summary_states_results_through_glue(path):
     assert used <= glued, f"not glued in the stored run: {sorted(used - glued)}"
 
 
-@pytest.mark.parametrize("path", CHAPTERS, ids=IDS)
+@pytest.mark.parametrize("path", edited("box"))
 def test_article_box_collapses_and_colab_link_follows_the_introduction(path):
     all_cells = cells(path)
     markdown = "\n".join(c["source"] for c in all_cells if c["cell_type"] == "markdown")
@@ -151,7 +157,8 @@ def test_article_box_collapses_and_colab_link_follows_the_introduction(path):
 
 
 def test_pending_chapters_exist():
-    assert PENDING <= {p.stem for p in ALL_CHAPTERS}, "a pending chapter was renamed: update PENDING"
+    assert set(PENDING) <= {p.stem for p in ALL_CHAPTERS}, "a pending chapter was renamed: update PENDING"
+    assert all(rules <= ALL_RULES for rules in PENDING.values()), PENDING
 
 
 def test_errata_in_number_order():
