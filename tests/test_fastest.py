@@ -8,7 +8,7 @@ import pytest
 from accelbook import fastest
 from bookfacts import ROOT
 
-RECORD = next((ROOT / "results").glob("ladder-cpu-*.json"))
+RECORD = sorted((ROOT / "results").glob("ladder-cpu-*.json"))[0]  # the oldest: the record FASTEST came from
 
 
 def record() -> dict:
@@ -49,3 +49,39 @@ def test_a_changed_record_changes_the_page(tmp_path):
 def test_no_records_is_one_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no ladder records"):
         fastest.page(tmp_path)
+
+
+def test_paired_repeats_show_their_range_and_verdict(tmp_path):
+    rec = copy.deepcopy(record())
+    fused = next(s for s in rec["rungs"] if s["rung"] == "fused Adam")
+    fused.update(kept=False, repeats={"ratios": [1.26, 0.98, 1.09], "median": 1.09, "verdict": "within the noise"})
+    row = next(r for r in fastest.rows(rec) if r["rung"] == "fused Adam")
+    assert fastest.gain_text(row) == "1.09× (0.980–1.260, 3 pairs)"
+    assert fastest.verdict(row) == "not kept (within the noise)"
+    del rec["file"]
+    (tmp_path / "README.md").write_text("accelbook.record/1")
+    (tmp_path / RECORD.name).write_text(json.dumps(rec))
+    page = fastest.page(tmp_path)
+    assert "1.09× (0.980–1.260, 3 pairs) | not kept (within the noise)" in page and "paired" in page
+
+
+def test_the_page_shows_the_newest_record_of_each_device(tmp_path):
+    old, new = copy.deepcopy(record()), copy.deepcopy(record())
+    new["provenance"]["datetime_utc"] = "2099-01-01T00:00:00+00:00"
+    new["rungs"][3]["steady_images_per_s"] = 123456.0
+    (tmp_path / "README.md").write_text("accelbook.record/1")
+    for name, rec in (("a.json", old), ("b.json", new)):
+        del rec["file"]
+        (tmp_path / name).write_text(json.dumps(rec))
+    page = fastest.page(tmp_path)
+    assert "123,456" in page and "record `b.json`" in page and "record `a.json`" not in page
+
+
+def test_a_faster_rung_not_kept_says_it_fell_short_on_validation():
+    rec = copy.deepcopy(record())
+    sized = next(s for s in rec["rungs"] if s["rung"] == "right-sized model")
+    sized["kept"] = False
+    row = next(r for r in fastest.rows(rec) if r["rung"] == "right-sized model")
+    assert row["wall_gain"] > 1 and fastest.verdict(row) == "not kept (validation accuracy)"
+    compiled = next(r for r in fastest.rows(rec) if r["rung"] == "torch.compile")
+    assert fastest.verdict(compiled) == "not kept (slower)"

@@ -86,6 +86,32 @@ def test_keep_rule():
     assert keep(10.0, 0.9895, 100.0, 0.9900)                # faster, within the slack of the base
     assert not keep(10.0, 0.9800, 100.0, 0.9911)            # faster but worse
     assert not keep(120.0, 0.9950, 100.0, 0.9911)           # better but slower
+    assert keep(10.0, 0.9905, 100.0, 0.9911, "faster")      # faster in every paired repeat too
+    assert not keep(10.0, 0.9905, 100.0, 0.9911, "within the noise")  # one fast run is not enough
+    assert not keep(10.0, 0.9905, 100.0, 0.9911, "slower")
+
+
+def test_noise_verdict_needs_every_pair_on_one_side():
+    assert ladder.noise_verdict([1.2, 1.01, 1.3]) == "faster"
+    assert ladder.noise_verdict([0.5, 0.7, 0.99]) == "slower"
+    assert ladder.noise_verdict([1.26, 0.98, 1.09]) == "within the noise"  # fused Adam's kind of result
+    assert ladder.noise_verdict([1.2]) == ladder.noise_verdict([1.2, float("nan")]) == "not measured"
+    summary = ladder.repeat_summary([100.0, 110.0, 90.0], [120.0, 99.0, 99.0])
+    assert summary["ratios"] == pytest.approx([1.2, 0.9, 1.1]) and summary["median"] == pytest.approx(1.1)
+    assert ladder.repeat_text(summary) == "1.10x (0.900-1.200 over 3 pairs): within the noise"
+
+
+def test_paired_repeats_time_both_recipes_in_turn_and_decide_the_rung(data):
+    before = Recipe(loader="device")
+    rates = ladder.paired_rates(before, replace(before, channels_last=True), CPU, data, repeats=2)
+    assert [len(r) for r in rates] == [2, 2] and all(x > 0 for r in rates for x in r)
+    layout = next(i for i, r in enumerate(RUNGS) if r.name == "channels_last")
+    rows = ladder.climb(CPU, data, rungs=[1, 2, layout], epochs_scale=0.05, log=lambda *a: None, repeats=2)
+    first, schedule, paired = rows
+    assert first.repeats is None and schedule.repeats is None  # the baseline, and a change of the recipe
+    assert len(paired.repeats["ratios"]) == 2 and paired.summary()["repeats"] == paired.repeats
+    assert paired.repeats["verdict"] in ("faster", "slower", "within the noise")
+    assert not paired.kept or paired.repeats["verdict"] == "faster"
 
 
 def test_rung_lists():
@@ -129,6 +155,7 @@ def test_cli_quick_run_writes_a_record_and_compares(tmp_path):
     assert second["speedup_steady"] == pytest.approx(second["steady_images_per_s"] / first["steady_images_per_s"])
     assert second["check"]["max_diff"] == 0.0
     assert rec["rungs"][2]["skipped"] == "skipped: needs CUDA"  # cudnn.benchmark + TF32
+    assert len(second["repeats"]["ratios"]) == ladder.REPEATS and "repeats" not in first  # the default
     slower = json.loads(json.dumps(rec))  # another machine: rung 1 three times slower there, rung 0 missing
     slower["rungs"] = [dict(second, wall_s=3 * second["wall_s"], steady_images_per_s=second["steady_images_per_s"] / 3)]
     slower["provenance"]["device_name"] = "another machine"

@@ -132,7 +132,13 @@ def _check_ladder(path, rec):
             assert s["skipped"] and not s["kept"], s
             continue
         assert s["check"]["ok"] and s["seeds"] >= 1 and s["steady_images_per_s"] > 0 and 0 <= s["val_accuracy"] <= 1
-        assert s["kept"] == ladder.keep(s["wall_s"], s["val_accuracy"], best_wall, best_acc), s["rung"]
+        paired = s.get("repeats")
+        if paired:  # records from 2026-12-04 on: same-training rungs timed in alternating pairs too
+            ratios = [a / b for a, b in zip(paired["after"], paired["before"], strict=True)]
+            assert paired["ratios"] == pytest.approx(ratios) and len(ratios) >= 2, s["rung"]
+            assert paired["verdict"] == ladder.noise_verdict(ratios) and s["check"]["kind"] != "recipe"
+        verdict = paired["verdict"] if paired else None
+        assert s["kept"] == ladder.keep(s["wall_s"], s["val_accuracy"], best_wall, best_acc, verdict), s["rung"]
         if s["kept"]:
             best_wall, best_acc = s["wall_s"], s["val_accuracy"]
         assert s["speedup_wall"] == pytest.approx(run[0]["wall_s"] / s["wall_s"])
@@ -142,4 +148,6 @@ def _check_ladder(path, rec):
     assert all(name in text for name in rungs)
     last = " ".join(text.splitlines()[-2:])  # the top rung's test line, wrapped in two within 88 characters
     assert top["rung"] in last and f"{top['test_accuracy']:.2%}" in last
-    assert len(text.splitlines()) == 1 + len(rec["rungs"]) + 2  # header, one line per rung, the test accuracy (two lines)
+    paired = [s["rung"] for s in rec["rungs"] if s.get("repeats")]
+    # header, one line per rung, the paired repeats (a heading and a line each), the test accuracy (two lines)
+    assert len(text.splitlines()) == 1 + len(rec["rungs"]) + (1 + len(paired) if paired else 0) + 2

@@ -1,7 +1,7 @@
 """The fastest-path page: every change the book measures, in one table, from the committed ladder records.
 
-`page(folder)` renders book/fastest_path.md (MyST markdown) from the ladder records in `folder`
-(default: the results folder): one row per rung and record, split into "same training, faster" (the same
+`page(folder)` renders book/fastest_path.md (MyST markdown) from the newest ladder record of each kind
+and device in `folder` (default: the results folder): one row per rung and record, split into "same training, faster" (the same
 arithmetic, run faster: true for any model) and "less training" (fewer steps or a smaller model: the
 task's own), each with its gain over the best recipe before it and the record it comes from, then the
 code each change turns on (`showcode`) and a checklist for the reader's own model.
@@ -38,7 +38,8 @@ def rows(record: dict) -> list[dict]:
         check = (s.get("check") or {}).get("kind") or (rung.check if rung else None)
         row = {"rung": s["rung"], "group": group(check), "why": rung.why if rung else "", "unit": unit,
                "before": best, "rate": rate, "wall": s.get("wall_s"), "quality": quality(s),
-               "runs": s.get("seeds") or 1, "kept": bool(s.get("kept")), "skipped": s.get("skipped")}
+               "runs": s.get("seeds") or 1, "kept": bool(s.get("kept")), "skipped": s.get("skipped"),
+               "repeats": s.get("repeats")}
         if rate is not None and best is not None:
             row["gain"] = rate / best["rate"]
             row["wall_gain"] = best["wall"] / s["wall_s"]
@@ -59,10 +60,25 @@ def quality(summary: dict) -> str:
 
 
 def verdict(row: dict) -> str:
-    """The row's outcome in a few words: skipped and why, kept, or not kept."""
+    """The row's outcome in a few words: skipped and why, kept, or not kept and why (its paired repeats,
+    its validation accuracy where it was faster, or its wall time)."""
     if row["skipped"]:
         return row["skipped"].removeprefix("skipped: ")
-    return "kept" if row["kept"] else "not kept (slower)"
+    if row["kept"]:
+        return "kept"
+    paired = (row.get("repeats") or {}).get("verdict")
+    if paired and paired != "faster":
+        return f"not kept ({paired})"
+    return "not kept (validation accuracy)" if row.get("wall_gain", 0) > 1 else "not kept (slower)"
+
+
+def gain_text(row: dict) -> str:
+    """A same-training row's rate gain: the one run's, or the median of its paired repeats with their range."""
+    repeats = row.get("repeats")
+    if not repeats:
+        return f"{row['gain']:.2f}×"
+    r = repeats["ratios"]
+    return f"{repeats['median']:.2f}× ({min(r):.3f}–{max(r):.3f}, {len(r)} pairs)"
 
 
 def table(record: dict, part: str) -> str:
@@ -79,7 +95,7 @@ def table(record: dict, part: str) -> str:
         if row["rate"] is None:
             measured, gain = "—", "—"
         elif same:
-            measured, gain = f"{row['before']['rate']:,.0f} → {row['rate']:,.0f}", f"{row['gain']:.2f}×"
+            measured, gain = f"{row['before']['rate']:,.0f} → {row['rate']:,.0f}", gain_text(row)
         else:
             measured, gain = f"{row['before']['wall']:,.1f} → {row['wall']:,.1f}", f"{row['wall_gain']:.2f}×"
         cells = [row["rung"], row["why"], measured, gain] + ([] if same else [row["quality"]]) + [verdict(row)]
@@ -105,19 +121,30 @@ def code_section(records: list[dict]) -> str:
     return "\n\n".join(parts)
 
 
+def newest(records: list[dict]) -> list[dict]:
+    """The newest of `records` (oldest first, as `load_records` gives them) for each kind and device."""
+    latest = {(r["kind"], r["provenance"]["device"]): r for r in records}
+    return [r for r in records if latest[(r["kind"], r["provenance"]["device"])] is r]
+
+
 def page(folder: str | Path | None = None) -> str:
     """book/fastest_path.md from the ladder records in `folder` (default: the results folder)."""
-    records = [r for kind in KINDS for r in load_records(kind, folder, gpu_only=False)]
+    records = newest([r for kind in KINDS for r in load_records(kind, folder, gpu_only=False)])
     if not records:
         raise FileNotFoundError(f"no ladder records in {folder or 'the results folder'}")
     runs = sorted({row["runs"] for rec in records for row in rows(rec)})
-    one_run = runs == [1]
+    paired = any(row["repeats"] for rec in records for row in rows(rec))
+    one_run = runs == [1] and not paired
     return TEMPLATE.format(
         same=tables(records, SAME), less=tables(records, LESS), code=code_section(records),
         repeats=("Every figure on this page is from one run of each rung, so it has no range yet, and a gain "
                  "close to 1.00× cannot be told apart from the noise between runs. "
-                 "`python -m accelbook.ladder --seeds 3` writes a record with repeats."
-                 if one_run else f"Runs per rung: {', '.join(map(str, runs))}."),
+                 "`python -m accelbook.ladder` (`--repeats 3`, the default) writes a record with ranges."
+                 if one_run else f"Training runs per rung: {', '.join(map(str, runs))}." + (
+                     " A gain with a range is the median of short runs paired with the recipe before it "
+                     "(alternating), with the lowest and the highest pair; a range that contains 1 is within "
+                     "the noise. A gain without a range is one run's, and one close to 1.00× cannot be told "
+                     "apart from the noise." if paired else "")),
         gpu=("" if any(r["provenance"]["device"].startswith("cuda") for r in records) else
              "No GPU record is committed yet, so every row above was measured on a CPU; the rungs marked "
              "\"needs CUDA\" are the GPU's own. `python -m accelbook.refresh` on a GPU writes the GPU records, "
@@ -130,10 +157,10 @@ TEMPLATE = """\
 *For the reader in a hurry: every change this book measures, what it bought, and the code that makes it.*
 
 ```{{note}}
-This page is generated from the committed ladder records in `results/` by `accelbook.fastest`
-(`python scripts/polish_chapters.py` writes it); a test checks that it matches them. Each rung is applied
-on top of the best recipe before it, so its gain is measured against that recipe, not against the
-article's.
+This page is generated from the newest committed ladder record of each device in `results/` by
+`accelbook.fastest` (`python scripts/polish_chapters.py` writes it); a test checks that it matches them.
+Each rung is applied on top of the best recipe before it, so its gain is measured against that recipe,
+not against the article's.
 ```
 
 ## Same training, faster
