@@ -88,7 +88,9 @@ def table(record: dict, part: str) -> str:
         return ""
     same = part == SAME
     unit = chosen[0]["unit"]
-    head = (f"| change | what it removes | {unit}: best before → this | gain | verdict |" if same else
+    paired = any(row.get("repeats") for row in chosen)
+    gain = "gain (pairs: median, range)" if paired else "gain"
+    head = (f"| change | what it removes | {unit}: best before → this (one run) | {gain} | verdict |" if same else
             "| change | what it buys | wall s: best before → this | gain | validation | verdict |")
     lines = [head, "|" + " --- |" * (head.count("|") - 1)]
     for row in chosen:
@@ -160,7 +162,8 @@ TEMPLATE = """\
 This page is generated from the newest committed ladder record of each device in `results/` by
 `accelbook.fastest` (`python scripts/polish_chapters.py` writes it); a test checks that it matches them.
 Each rung is applied on top of the best recipe before it, so its gain is measured against that recipe,
-not against the article's.
+not against the article's; a rung not kept is absent from every row after it. The book's fastest recipe
+(`FASTEST`, chapter 6) was fixed from an earlier record, so a newer record may keep other rungs.
 ```
 
 ## Same training, faster
