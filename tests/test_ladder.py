@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from accelbook import ladder
+from accelbook import ladder, pairs
 from accelbook.data import Data
 from accelbook.ladder import FASTEST, RUNGS, keep, parse_rungs
 from accelbook.recipes import (
@@ -19,6 +19,7 @@ from accelbook.recipes import (
     bf16_supported,
     check_change,
     make_loader,
+    steps_for,
     train_recipe,
     unsupported,
 )
@@ -91,14 +92,16 @@ def test_keep_rule():
     assert not keep(10.0, 0.9905, 100.0, 0.9911, "slower")
 
 
-def test_noise_verdict_needs_every_pair_on_one_side():
-    assert ladder.noise_verdict([1.2, 1.01, 1.3]) == "faster"
-    assert ladder.noise_verdict([0.5, 0.7, 0.99]) == "slower"
-    assert ladder.noise_verdict([1.26, 0.98, 1.09]) == "within the noise"  # fused Adam's kind of result
-    assert ladder.noise_verdict([1.2]) == ladder.noise_verdict([1.2, float("nan")]) == "not measured"
-    summary = ladder.repeat_summary([100.0, 110.0, 90.0], [120.0, 99.0, 99.0])
-    assert summary["ratios"] == pytest.approx([1.2, 0.9, 1.1]) and summary["median"] == pytest.approx(1.1)
-    assert ladder.repeat_text(summary) == "1.10x (0.900-1.200 over 3 pairs): within the noise"
+def test_a_paired_run_is_timed_for_at_least_a_second(data):
+    """0.2 epoch of a GPU's rate is milliseconds: the window grows until MIN_STEADY_S is timed."""
+    recipe = Recipe(loader="device", batch_size=256)
+    images = len(data.train_index(recipe.train_images))
+    assert ladder.repeat_epochs(recipe, data) == pytest.approx(max(0.2, 4 / (images // 256)))
+    assert ladder.repeat_epochs(recipe, data, rate=10.0) == ladder.repeat_epochs(recipe, data)  # slow: 0.2 epoch
+    fast = ladder.repeat_epochs(recipe, data, rate=200_000.0)
+    steps = steps_for(replace(recipe, epochs=fast), images // 256)  # as train_recipe counts them
+    warm = min(max(1, steps // 10), 20)  # and the warm-up it leaves out
+    assert (steps - warm) * 256 / 200_000.0 >= ladder.MIN_STEADY_S
 
 
 def test_paired_repeats_time_both_recipes_in_turn_and_decide_the_rung(data):
@@ -155,7 +158,7 @@ def test_cli_quick_run_writes_a_record_and_compares(tmp_path):
     assert second["speedup_steady"] == pytest.approx(second["steady_images_per_s"] / first["steady_images_per_s"])
     assert second["check"]["max_diff"] == 0.0
     assert rec["rungs"][2]["skipped"] == "skipped: needs CUDA"  # cudnn.benchmark + TF32
-    assert len(second["repeats"]["ratios"]) == ladder.REPEATS and "repeats" not in first  # the default
+    assert len(second["repeats"]["ratios"]) == pairs.default_repeats("cpu") and "repeats" not in first  # the default
     slower = json.loads(json.dumps(rec))  # another machine: rung 1 three times slower there, rung 0 missing
     slower["rungs"] = [dict(second, wall_s=3 * second["wall_s"], steady_images_per_s=second["steady_images_per_s"] / 3)]
     slower["provenance"]["device_name"] = "another machine"

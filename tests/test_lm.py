@@ -269,3 +269,37 @@ def test_a_rung_line_shows_peak_memory_where_it_was_measured():
            "kept": True, "peak_memory_bytes": 3 * 2**30}
     assert "peak 3,072 MiB" in lm.lm_row_line(row)
     assert "MiB" not in lm.lm_row_line({**row, "peak_memory_bytes": None})  # a CPU: not measured
+
+
+def test_a_same_training_rung_is_timed_in_pairs_and_kept_only_if_faster_in_each(corpus, monkeypatch):
+    monkeypatch.setattr(lm, "RUNGS", [lm.RUNGS[0], lm.RUNGS[1]])
+    lines = []
+    base, sdpa = lm.climb_lm(CPU, corpus, iters=14, base=TINY, eval_iters=2, log=lines.append, repeats=2,
+                             pair_iters=14)
+    assert "repeats" not in base and len(sdpa["repeats"]["ratios"]) == 2 and sdpa["repeats"]["order"] == "ABBA"
+    assert sdpa["kept"] == (sdpa["repeats"]["verdict"] == "faster")  # the pairs decide, not the long runs
+    assert "paired rate" in lines[1] and all(len(line) <= 88 for line in lines[1].splitlines())
+
+
+def test_a_paired_lm_run_is_timed_for_at_least_a_second(corpus, monkeypatch):
+    seen = []
+    monkeypatch.setattr(lm, "train_lm", lambda r, *a, **k: seen.append((r.iters, r.eval_iters, k)) or
+                        lm.LMResult(1.0, r.iters, 1.0, [], None, None, None, None, 1.0, None, None))
+    lm.pair_rates(TINY, TINY, CPU, corpus, repeats=1, iters=60, rate=1e6)
+    steps = lm.WARM_STEPS + int(1e6 / (TINY.batch_size * TINY.block_size)) + 1
+    assert seen == [(steps, 2, {"eval_every": steps})] * 2
+    timed = (steps - lm.WARM_STEPS) * TINY.batch_size * TINY.block_size / 1e6  # seconds at that rate
+    assert timed >= lm.MIN_STEADY_S
+    seen.clear()
+    lm.pair_rates(TINY, TINY, CPU, corpus, repeats=1, iters=60, rate=100.0)  # slow: the 60 steps time enough
+    assert [s[0] for s in seen] == [60, 60]
+
+
+def test_the_pairs_decide_where_a_rung_has_them():
+    faster = {"verdict": "faster"}
+    assert lm.lm_keep(90.0, 100.0, faster)  # the long run drifted slower; every pair was faster
+    assert not lm.lm_keep(110.0, 100.0, {"verdict": "within the noise"})
+    assert lm.lm_keep(110.0, 100.0) and not lm.lm_keep(90.0, 100.0)  # no pairs: the rates decide
+    assert lm.lm_keep(5.0, None) and not lm.lm_keep(None, 100.0, faster)
+    assert not lm.lm_keep(110.0, 100.0, faster, 2.5, 1.9)  # faster, but it diverged after the check
+    assert lm.lm_keep(110.0, 100.0, faster, 1.9 + lm.LOSS_SLACK, 1.9)

@@ -204,5 +204,26 @@ def test_profiler_overhead_times_plain_and_recorded_steps_in_one_run():
     assert result["steps"] == 4 and result["plain"] > 0 and result["profiled"] > 0
     assert result["ratio"] == pytest.approx(result["profiled"] / result["plain"])
     assert result["recorded_steps"] == 4  # the profiler saw the profiled steps, and only those
+    assert len(result["round_ratios"]) == 2 and result["verdict"] in ("slower", "faster", "within the noise")
     with pytest.raises(ValueError):
         profiler_overhead(model, loader, optimizer, loss_fn, CPU, steps=0)
+
+
+def test_profiler_overhead_rounds_alternate_which_block_runs_first(monkeypatch):
+    """ABBA: round 0 runs the plain block first, round 1 the profiled block first."""
+    import accelbook.profiling as profiling
+
+    order = []
+    real = torch.profiler.profile
+
+    def spy(*args, **kwargs):
+        order.append("profiled")
+        return real(*args, **kwargs)
+
+    steps = []
+    monkeypatch.setattr(torch.profiler, "profile", spy)
+    monkeypatch.setattr(profiling, "train_step", lambda *a, **k: steps.append(len(order)))
+    model, loader, optimizer, loss_fn = _recipe(16, n=256)
+    profiler_overhead(model, loader, optimizer, loss_fn, CPU, steps=1, rounds=2, warmup=0)
+    # the number of profiled blocks opened when each timed step ran: plain, profiled | profiled, plain
+    assert steps == [0, 1, 2, 2]

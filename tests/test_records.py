@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from accelbook import probe, records
+from accelbook import pairs, probe, records
 from accelbook.gpu import NO_GPU, describe, nvidia_smi, nvml_snapshot
 from accelbook.records import SCHEMA, load_records, no_records_message, results_dir, save_record
 
@@ -113,6 +113,27 @@ def test_each_committed_record_is_valid_and_readable(path):
     assert len(found) == 1 and found[0]["provenance"] == prov
     if rec["kind"] == "ladder":
         _check_ladder(path, rec)
+    if rec["kind"] == "lm-ladder":
+        _check_lm_ladder(rec)
+
+
+def _check_lm_ladder(rec):
+    """A Shakespeare ladder record: each decision the ladder's rule (`lm.lm_keep`), each verdict its pairs'."""
+    from accelbook import lm
+
+    best = best_val = None
+    for r in rec["rungs"]:
+        if "wall_s" not in r:
+            assert r["skipped"] and not r["kept"], r
+            continue
+        paired = r.get("repeats")
+        if paired:  # records that time rungs in pairs
+            ratios = [a / b for a, b in zip(paired["after"], paired["before"], strict=True)]
+            assert paired["ratios"] == pytest.approx(ratios) and paired["verdict"] == pairs.verdict(ratios)
+        rate = r["tokens_per_s"]
+        assert r["kept"] == lm.lm_keep(rate, best, paired, r.get("val_loss"), best_val), r["rung"]
+        if r["kept"]:
+            best, best_val = rate, r.get("val_loss")
 
 
 def _check_ladder(path, rec):
@@ -133,10 +154,10 @@ def _check_ladder(path, rec):
             continue
         assert s["check"]["ok"] and s["seeds"] >= 1 and s["steady_images_per_s"] > 0 and 0 <= s["val_accuracy"] <= 1
         paired = s.get("repeats")
-        if paired:  # records from 2026-12-04 on: same-training rungs timed in alternating pairs too
+        if paired:  # records that time rungs in pairs: same-training rungs timed in alternating pairs too
             ratios = [a / b for a, b in zip(paired["after"], paired["before"], strict=True)]
             assert paired["ratios"] == pytest.approx(ratios) and len(ratios) >= 2, s["rung"]
-            assert paired["verdict"] == ladder.noise_verdict(ratios) and s["check"]["kind"] != "recipe"
+            assert paired["verdict"] == pairs.verdict(ratios) and s["check"]["kind"] != "recipe"
         verdict = paired["verdict"] if paired else None
         assert s["kept"] == ladder.keep(s["wall_s"], s["val_accuracy"], best_wall, best_acc, verdict), s["rung"]
         if s["kept"]:
@@ -151,3 +172,18 @@ def _check_ladder(path, rec):
     paired = [s["rung"] for s in rec["rungs"] if s.get("repeats")]
     # header, one line per rung, the paired repeats (a heading and a line each), the test accuracy (two lines)
     assert len(text.splitlines()) == 1 + len(rec["rungs"]) + (1 + len(paired) if paired else 0) + 2
+
+
+def test_a_cpu_record_names_its_processor_and_its_matrix_features():
+    """Two CPUs with the same core count differ by 2x in bf16 and int8: a CPU record says which ran it."""
+    from accelbook.formats import cpu_flags
+
+    prov = records.provenance(torch.device("cpu"), [], kind="ladder")
+    assert prov["cpu_model"] == records.cpu_model()
+    if not prov["cpu_model"]:
+        pytest.skip("this platform names no processor model")
+    assert prov["cpu_features"] == [f for f in records.CPU_FEATURES if f in cpu_flags()]
+    line = records.provenance_line({"provenance": prov})
+    assert line.startswith(f"{prov['device_name']} ({prov['cpu_model']}) |")
+    old = {k: v for k, v in prov.items() if k not in ("cpu_model", "cpu_features")}  # records before 2026-12-04
+    assert records.provenance_line({"provenance": old}).startswith(f"{prov['device_name']} |")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .pairs import text
 from .records import load_records
 
 KINDS = {"ladder": ("mnist", "images/s", "steady_images_per_s", "chapter 6", "../notebooks/06_optimization"),
@@ -74,11 +75,7 @@ def verdict(row: dict) -> str:
 
 def gain_text(row: dict) -> str:
     """A same-training row's rate gain: the one run's, or the median of its paired repeats with their range."""
-    repeats = row.get("repeats")
-    if not repeats:
-        return f"{row['gain']:.2f}×"
-    r = repeats["ratios"]
-    return f"{repeats['median']:.2f}× ({min(r):.3f}–{max(r):.3f}, {len(r)} pairs)"
+    return text(row["repeats"], page=True) if row.get("repeats") else f"{row['gain']:.2f}×"
 
 
 def table(record: dict, part: str) -> str:
@@ -103,7 +100,8 @@ def table(record: dict, part: str) -> str:
         cells = [row["rung"], row["why"], measured, gain] + ([] if same else [row["quality"]]) + [verdict(row)]
         lines.append("| " + " | ".join(cells) + " |")
     p = record["provenance"]
-    return (f"Measured on {p['device_name']} (torch {p['torch']}, {p['datetime_utc'][:10]}), "
+    model = f", {p['cpu_model']}" if p.get("cpu_model") and p["device"] == "cpu" else ""
+    return (f"Measured on {p['device_name']} (torch {p['torch']}, {p['datetime_utc'][:10]}{model}), "
             f"record `{record['file']}`:\n\n" + "\n".join(lines))
 
 
@@ -141,10 +139,12 @@ def page(folder: str | Path | None = None) -> str:
         same=tables(records, SAME), less=tables(records, LESS), code=code_section(records),
         repeats=("Every figure on this page is from one run of each rung, so it has no range yet, and a gain "
                  "close to 1.00× cannot be told apart from the noise between runs. "
-                 "`python -m accelbook.ladder` (`--repeats 3`, the default) writes a record with ranges."
+                 "`python -m accelbook.ladder` times each same-training rung in pairs by default and writes a record "
+                 "with ranges."
                  if one_run else f"Training runs per rung: {', '.join(map(str, runs))}." + (
                      " A gain with a range is the median of short runs paired with the recipe before it "
-                     "(alternating), with the lowest and the highest pair; a range that contains 1 is within "
+                     "(alternating runs; newer records swap the order every other pair, ABBA), with the lowest "
+                     "and the highest pair; a range that contains 1 is within "
                      "the noise. A gain without a range is one run's, and one close to 1.00× cannot be told "
                      "apart from the noise." if paired else "")),
         gpu=("" if any(r["provenance"]["device"].startswith("cuda") for r in records) else

@@ -1,21 +1,24 @@
-"""The optimization ladder: from the article's recipe to the book's fastest, one checked and timed change per rung.
+"""The optimization ladder: from the article's recipe to the book's fastest.
 
-    python -m accelbook.ladder                       # every rung on the fastest device, record into results/
-    python -m accelbook.ladder --quick --out /tmp/l.json   # a smoke run on a small subset
+    python -m accelbook.ladder                # every rung; record in results/
+    python -m accelbook.ladder --quick --out /tmp/l.json    # a smoke run
     python -m accelbook.ladder --rungs 0,1,2 --device cpu --seeds 3
-    python -m accelbook.ladder --repeats 5           # five paired runs per same-training rung (default 3)
-    python -m accelbook.ladder --precision fp16      # the mixed-precision rung in fp16 + GradScaler
-    python -m accelbook.ladder --compare results/ladder-<gpu>-<date>.json   # your run beside a record
-    python -m accelbook.ladder --task shakespeare    # chapter 10's ladder: a character-level GPT
+    python -m accelbook.ladder --repeats 6    # six pairs per same-training rung
+    python -m accelbook.ladder --precision fp16      # fp16 + GradScaler
+    python -m accelbook.ladder --compare results/ladder-<gpu>-<date>.json
+    python -m accelbook.ladder --task shakespeare    # chapter 10's GPT
 
-Each rung applies one change to the best recipe so far, checks its first steps against that recipe
-(the losses must agree as closely as the change allows), trains it, and keeps it if it is faster and
-as accurate on the validation split (the target, or within a fifth of a point of the recipe it builds
-on). A rung that keeps the training the same (not a "recipe" change) is also timed in `--repeats` short
-runs alternating with the recipe it builds on; it is kept only if it was faster in every pair, and a
-mixed result is reported as "within the noise". The test accuracy is reported once, for the top of the
-ladder. A rung that cannot run on the device is a row saying why. Every rung starts from PyTorch's default float32 settings (cuDNN may use
-TF32 for convolutions, matmuls stay full precision) unless the rung changes them.
+Each rung applies one change to the best recipe so far and checks its first steps
+against that recipe (the losses must agree as closely as the change allows). Then it
+trains, and it is kept if it is faster and as accurate on the validation split (the
+target, or within a fifth of a point of the recipe it builds on). A rung that keeps the
+training the same (not a "recipe" change) is also timed in pairs of short runs against
+the recipe it builds on, in ABBA order (`accelbook.pairs`; --repeats pairs, default 4,
+on CUDA 6). It is kept only if it was faster in every pair; a mixed result is "within
+the noise". The test accuracy is reported once, for the top of the ladder. A rung that
+cannot run on the device is a row saying why. Every rung starts from PyTorch's default
+float32 settings (cuDNN may use TF32 for convolutions, matmuls stay full precision)
+unless the rung changes them.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from .config import QUICK, QUICK_ENV, profile
 from .data import Data
 from .formats import bf16_supported
 from .lm import RUNGS as LM_RUNGS
+from .pairs import REPEATS, default_repeats, paired, summary, text
 from .recipes import (
     Recipe,
     Result,
@@ -54,9 +58,9 @@ TARGET = 0.99       # accuracy the book's fastest recipe must reach (test, mean 
 SLACK = 0.002       # a rung may cost this much validation accuracy against the recipe it builds on and still be kept
 TASKS = ("mnist", "shakespeare")  # --task: chapter 6's ladder, or chapter 10's (accelbook.lm)
 PRECISIONS = ("auto", "bf16", "fp16")  # --precision: the mixed-precision rung's format ("auto": bf16 where native)
-REPEATS = 3           # --repeats: paired runs that time a same-training rung against the recipe it builds on
-REPEAT_EPOCHS = 0.2   # the length of each paired run (at least MIN_REPEAT_STEPS steps)
+REPEAT_EPOCHS = 0.2   # the length of each paired run (at least MIN_REPEAT_STEPS steps and MIN_STEADY_S timed)
 MIN_REPEAT_STEPS = 4
+MIN_STEADY_S = 1.0    # a GPU runs 0.2 epoch in milliseconds: each paired run is timed for at least a second
 
 
 RUNGS = [
@@ -70,7 +74,8 @@ RUNGS = [
     Rung("mixed precision", {"precision": "bf16"}, "round-off",
          "autocast: bf16 where native (fp16 + GradScaler on older GPUs): half the bytes, tensor cores or AVX512-BF16"),
     Rung("cudnn.benchmark + TF32", {"cudnn_benchmark": True, "tf32": True}, "round-off",
-         "CUDA: pick the fastest convolution algorithm per shape; TF32 for fp32 matmuls too"),
+         "CUDA: pick the fastest convolution algorithm per shape; TF32 (Ampere and newer) for the fp32 "
+         "matmuls; after mixed precision, mostly the first"),
     Rung("fused Adam", {"fused": True}, "round-off",
          "one fused update kernel instead of foreach's multi-tensor kernels (CUDA) or a loop over tensors (CPU)"),
     Rung("torch.compile", {"compile": "default"}, "round-off",
@@ -184,7 +189,7 @@ def climb(device: torch.device, data: Data, rungs: list[int] | None = None, seed
     """
     device = torch.device(device)
     chosen = set(range(len(RUNGS)) if rungs is None else rungs)
-    best, best_wall, best_acc, rows = ARTICLE, None, None, []
+    best, best_wall, best_acc, best_rate, rows = ARTICLE, None, None, None, []
     for i, rung in enumerate(RUNGS):
         if i not in chosen:
             continue
@@ -192,14 +197,15 @@ def climb(device: torch.device, data: Data, rungs: list[int] | None = None, seed
         row = run_rung(rung, recipe, best, device, data, seeds, epochs_scale, sampler_read, progress)
         rows.append(row)
         if row.results and repeats > 1 and rows[0] is not row and rung.check != "recipe":
-            before, after = paired_rates(best, row.recipe, device, data, repeats)
-            row.repeats = repeat_summary(before, after)
+            rate = max(row.summary()["steady_images_per_s"], best_rate or 0.0)  # the faster side's window
+            row.repeats = summary(*paired_rates(best, row.recipe, device, data, repeats, rate))
         if row.results:
             s = row.summary()
             verdict = row.repeats["verdict"] if row.repeats else None
             row.kept = keep(s["wall_s"], s["val_accuracy"], best_wall, best_acc, verdict)
             if row.kept:
                 best, best_wall, best_acc = recipe, s["wall_s"], s["val_accuracy"]
+                best_rate = s["steady_images_per_s"]
         log(f"{i:>2} {row_line(row)}")
     return rows
 
@@ -227,47 +233,31 @@ def run_rung(rung: Rung, recipe: Recipe, best: Recipe, device: torch.device, dat
     return row
 
 
-def paired_rates(before: Recipe, after: Recipe, device: torch.device, data: Data,
-                 repeats: int = REPEATS) -> tuple[list[float], list[float]]:
-    """Steady images/s of `before` and `after` in `repeats` short runs each, alternating, seed i for pair i.
+def paired_rates(before: Recipe, after: Recipe, device: torch.device, data: Data, repeats: int = REPEATS,
+                 rate: float | None = None) -> tuple[list[float], list[float]]:
+    """Steady images/s of `before` and `after` in `repeats` short runs each, in ABBA order, seed i for pair i.
 
     Alternating pairs see the same state of the machine, so their ratio is steadier than two long
-    runs made minutes apart; each run lasts REPEAT_EPOCHS (at least MIN_REPEAT_STEPS steps).
+    runs made minutes apart (`pairs.paired`). Each run lasts `repeat_epochs`: REPEAT_EPOCHS, at least
+    MIN_REPEAT_STEPS steps, and long enough to time MIN_STEADY_S at `rate` images/s (the faster of the
+    two sides' rates in their training runs, where known). A compiled recipe compiles again in each
+    run (`train_recipe` starts from a fresh compilation), inside the warm-up the steady rate leaves out.
     """
-    rates: tuple[list[float], list[float]] = ([], [])
-    for seed in range(repeats):
-        for recipe, out in zip((before, after), rates, strict=True):
-            per_epoch = max(1, len(data.train_index(recipe.train_images)) // recipe.batch_size)
-            window = replace(recipe, epochs=max(REPEAT_EPOCHS, MIN_REPEAT_STEPS / per_epoch))
-            out.append(train_recipe(window, device, data, seed=seed).steady_images_per_s)
-    return rates
+    def run(recipe: Recipe) -> Callable[[int], float]:
+        window = replace(recipe, epochs=repeat_epochs(recipe, data, rate))
+        return lambda seed: train_recipe(window, device, data, seed=seed).steady_images_per_s
+
+    return paired(run(before), run(after), repeats)
 
 
-def noise_verdict(ratios: list[float]) -> str:
-    """The pairs' verdict: faster (every ratio after / before above 1), slower (every one below 1),
-    within the noise (some above, some below), or not measured (fewer than two, or one not finite)."""
-    finite = [r for r in ratios if r == r and abs(r) != float("inf")]
-    if len(finite) < 2 or len(finite) < len(ratios):
-        return "not measured"
-    if min(finite) > 1:
-        return "faster"
-    if max(finite) < 1:
-        return "slower"
-    return "within the noise"
-
-
-def repeat_summary(before: list[float], after: list[float]) -> dict:
-    """Paired rates as a record's field: both lists, each pair's ratio, their median and the verdict."""
-    ratios = [a / b for a, b in zip(after, before, strict=True)]
-    return {"before": before, "after": after, "ratios": ratios, "median": statistics.median(ratios),
-            "verdict": noise_verdict(ratios)}
-
-
-def repeat_text(repeats: dict) -> str:
-    """'1.05x (0.962-1.091 over 3 pairs): within the noise' from a record's `repeats` field."""
-    r = repeats["ratios"]
-    return (f"{repeats['median']:.2f}x ({min(r):.3f}-{max(r):.3f} over {len(r)} pairs): "
-            f"{repeats['verdict']}")
+def repeat_epochs(recipe: Recipe, data: Data, rate: float | None = None) -> float:
+    """The length of a paired run: REPEAT_EPOCHS, at least MIN_REPEAT_STEPS steps and (at `rate` images/s)
+    MIN_STEADY_S of timed steps (the images over 0.9: more than the warm-up `train_recipe` leaves out)."""
+    images = len(data.train_index(recipe.train_images))
+    epochs = max(REPEAT_EPOCHS, MIN_REPEAT_STEPS / max(1, images // recipe.batch_size))
+    if rate and rate == rate:
+        epochs = max(epochs, MIN_STEADY_S * rate / 0.9 / images)
+    return epochs
 
 
 def row_line(row: Row) -> str:
@@ -279,7 +269,7 @@ def row_line(row: Row) -> str:
     line = (f"{row.rung:<24} wall {s['wall_s']:>8.2f} s  {s['steady_images_per_s']:>9,.0f} images/s  "
             f"val {s['val_accuracy']:.2%}  {'kept' if row.kept else 'not kept'}")
     if row.repeats:
-        line += f"\n{'':<27} paired rate {repeat_text(row.repeats)}"
+        line += f"\n{'':<24} paired rate {text(row.repeats)}"
     return line
 
 
@@ -349,10 +339,12 @@ def table(rec: dict) -> str:
         val = f"{s['val_accuracy']:>9.2%}" if s.get("val_accuracy") is not None else f"{'-':>9}"  # older records: none
         lines.append(f"{s['rung']:<26}{s['wall_s']:>9.2f}{s['steady_images_per_s']:>10,.0f}{s['epoch_s']:>9.2f}"
                      f"{val}{s.get('speedup_wall', float('nan')):>8.1f}x  {'yes' if s['kept'] else 'no'}")
-    paired = [s for s in rec["rungs"] if s.get("repeats")]
-    if paired:
-        lines.append("paired repeats (rate / the rate of the recipe it builds on, alternating runs):")
-        lines += [f"  {s['rung']:<24}{repeat_text(s['repeats'])}" for s in paired]
+    with_pairs = [s for s in rec["rungs"] if s.get("repeats")]
+    if with_pairs:
+        order = ("runs in ABBA order" if with_pairs[0]["repeats"].get("order") == "ABBA" else
+                 "the recipe before ran first")  # records of 2026-12-04 without an `order`
+        lines.append(f"paired repeats (rate / the rate of the recipe it builds on; {order}):")
+        lines += [f"  {s['rung']:<24}{text(s['repeats'])}" for s in with_pairs]
     top = rec.get("top")
     if top:
         lines.append(f"test accuracy of the top of the ladder ({top['rung']}): {top['test_accuracy']:.2%}\n"
@@ -413,9 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
                    f"0-{len(LM_RUNGS) - 1}; default all)")
     p.add_argument("--seeds", type=number(int, 1), default=1, help="seeds per rung (mean and spread reported; "
                    "default 1; mnist only)")
-    p.add_argument("--repeats", type=number(int, 1), default=REPEATS,
-                   help=f"paired short runs that time each same-training rung against the recipe it builds "
-                   f"on, alternating (default {REPEATS}; 1: none; mnist only)")
+    p.add_argument("--repeats", type=number(int, 1),
+                   help="pairs of short runs that time each same-training rung against the recipe it builds "
+                   "on, in ABBA order (default 4, on CUDA 6; 1: none)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="the mixed-precision rung's format: bf16, fp16 (with GradScaler; CUDA), or auto "
                         "(default: bf16 where native, fp16 on GPUs before compute capability 8.0)")
@@ -458,7 +450,7 @@ def climb_and_record(args: argparse.Namespace, argv: list[str], rungs: list[int]
     data = Data.load(limit=run_profile.images)
     read = nvml_reader(nvml_index(device)) if device.type == "cuda" else None
     rows = climb(device, data, rungs, args.seeds, run_profile.epochs_scale, read, not args.no_progress,
-                 precision=args.precision, repeats=args.repeats)
+                 precision=args.precision, repeats=args.repeats or default_repeats(device.type))
     rec = record(rows, device, argv, run_profile is QUICK)
     print(table(rec))
     write_and_compare(rec, args, device, "ladder", other, compare)
@@ -482,7 +474,8 @@ def climb_shakespeare(args: argparse.Namespace, argv: list[str], rungs: list[int
     peaks = {fmt: peak_flops(device, fmt) for fmt in lm.PRECISIONS if fmt != "fp16" or device.type == "cuda"}
     rows = lm.climb_lm(device, corpus, rungs, iters=max(1, round(base.iters * scale)),
                        peak_flops={fmt: flops for fmt, (flops, _) in peaks.items()}, progress=not args.no_progress,
-                       base=base, target=target, eval_iters=max(2, round(base.eval_iters * scale)))
+                       base=base, target=target, eval_iters=max(2, round(base.eval_iters * scale)),
+                       repeats=args.repeats or default_repeats(device.type))
     rec = lm.lm_record(rows, device, argv, profile(args.quick) is QUICK)
     rec["peak_flops"] = {fmt: {"flops": flops, "source": source} for fmt, (flops, source) in peaks.items()}
     print(lm_table(rec))

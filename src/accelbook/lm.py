@@ -28,12 +28,17 @@ from .formats import bf16_supported
 from .gpt import GPT, GPTConfig, counted_flops_per_token, lm_loss
 from .nanogpt_anchor import AnchorSettings, decay_groups, estimate_loss, learning_rate
 from .nanogpt_anchor import train as train_anchor
+from .pairs import REPEATS, paired, summary, text
 from .recipes import LOSS_TOLERANCE, Rung, autocast, deterministic, settle_loss_scale
 from .step import make_step
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 ANCHOR = AnchorSettings()  # nanoGPT's CPU run as the README gives it
 TARGET = 1.88  # nanoGPT's README: the validation loss of its CPU recipe ("gets us a loss of only 1.88")
+WARM_STEPS = 10     # `train_lm`'s untimed warm-up steps (allocation, kernel choice, compilation)
+PAIR_ITERS = 60     # a paired run (`pair_rates`): WARM_STEPS, then at least 50 timed
+MIN_STEADY_S = 1.0  # ... and at least a second of timed steps (a GPU runs 50 steps in a fraction of one)
+LOSS_SLACK = 0.05   # a same-training rung may end this much above the best recipe's validation loss
 
 
 @dataclass(frozen=True)
@@ -273,7 +278,7 @@ class LMResult:
 
 def train_lm(recipe: LMRecipe, device: torch.device, corpus: Corpus, seed: int = 0, target_loss: float | None = None,
              eval_every: int | None = None, progress: bool = False, peak_flops: float | None = None,
-             warm: int = 10) -> LMResult:
+             warm: int = WARM_STEPS) -> LMResult:
     """Train `recipe` on `device` from `seed`, evaluating every `eval_every` steps (default the recipe's interval).
 
     `wall_s` runs from building the model to the first evaluation at or below `target_loss` (or to the
@@ -359,7 +364,7 @@ def check_lm_change(before: LMRecipe, after: LMRecipe, kind: str, device: torch.
     """The first steps of both recipes on the same batches; their losses must agree within `recipes.LOSS_TOLERANCE[kind]`.
 
     kind "exact" asks for identical losses (deterministic algorithms), "fp32", "tf32", "fp16" and "bf16"
-    for that format's round-off; "recipe" marks a change of the optimisation itself (model size, batch,
+    for that format's round-off; "recipe" marks a change of the optimization itself (model size, batch,
     schedule), which only the validation loss of the full run can check.
     """
     if kind not in LOSS_TOLERANCE:
@@ -388,23 +393,43 @@ def finite(x: float | None) -> float | None:
     return x if x is not None and x == x and abs(x) != float("inf") else None
 
 
+def pair_rates(before: LMRecipe, after: LMRecipe, device: torch.device, corpus: Corpus, repeats: int = REPEATS,
+               iters: int = PAIR_ITERS, rate: float | None = None) -> tuple[list[float], list[float]]:
+    """Steady tokens/s of `before` and `after` in `repeats` short runs each, in ABBA order (`pairs.paired`),
+    seed i for pair i: `iters` steps (more where `rate` tokens/s, the faster side's, would time less than
+    MIN_STEADY_S), evaluated only at the first and last step on 2 batches. A compiled recipe compiles
+    again in each run, inside the warm-up that the steady rate leaves out."""
+    tokens = after.batch_size * after.block_size
+    if rate and rate == rate:
+        iters = max(iters, WARM_STEPS + int(MIN_STEADY_S * rate / tokens) + 1)
+
+    def run(recipe: LMRecipe) -> Callable[[int], float]:
+        short = replace(recipe, iters=iters, eval_iters=2)
+        return lambda seed: train_lm(short, device, corpus, seed, eval_every=iters).steady_tokens_per_s
+
+    return paired(run(before), run(after), repeats)
+
+
 def climb_lm(device: torch.device, corpus: Corpus, rungs: list[int] | None = None, iters: int | None = None,
              peak_flops: dict[str, float | None] | None = None, progress: bool = False, *,
              base: LMRecipe = BASELINE, target: float = TARGET, eval_iters: int | None = None, seed: int = 0,
-             log: Callable[[str], None] | None = None) -> list[dict]:
+             log: Callable[[str], None] | None = None, repeats: int = 1,
+             pair_iters: int = PAIR_ITERS) -> list[dict]:
     """The Shakespeare ladder: each chosen rung of `RUNGS` applied to the best recipe so far, checked, then timed.
 
     A rung that cannot run on `device` is a row saying why; one whose first losses differ from the best
     recipe's by more than its check allows (`check_lm_change`) is a row saying so. The others train once
     (`train_lm` from `seed`, stopping at validation loss `target`) for `iters` iterations (default the
     recipe's) with `eval_iters` batches per estimate (default the recipe's). `peak_flops` maps a precision
-    ("fp32", "bf16", "fp16") to the device's peak FLOP/s for MFU (none: MFU not computed). A rung is kept
-    when its steady tokens/s beat the best so far; the next rung builds on the best recipe kept. Rows are
-    JSON-ready dicts, `lm_record`'s rungs.
+    ("fp32", "bf16", "fp16") to the device's peak FLOP/s for MFU (none: MFU not computed). With `repeats`
+    > 1 each rung after the first is also timed in that many pairs of `pair_iters`-step runs against the
+    best recipe (`pair_rates`). A rung is kept (`lm_keep`) when it was faster in every pair, or without
+    pairs when its steady tokens/s beat the best so far; the next rung builds on the best recipe kept.
+    Rows are JSON-ready dicts, `lm_record`'s rungs.
     """
     device = torch.device(device)
     chosen = set(range(len(RUNGS)) if rungs is None else rungs)
-    best, best_rate, rows = base, None, []
+    best, best_rate, best_val, rows = base, None, None, []
     for i, rung in enumerate(RUNGS):
         if i not in chosen:
             continue
@@ -430,25 +455,48 @@ def climb_lm(device: torch.device, corpus: Corpus, rungs: list[int] | None = Non
                        iters_to_target=result.iters_to_target, val_loss=result.curve[-1]["val_loss"],
                        peak_memory_bytes=result.peak_memory_bytes, flops_per_token=result.flops_per_token,
                        peak_flops=peak, mfu=finite(result.mfu))
-            row["kept"] = rate is not None and (best_rate is None or rate > best_rate)
+            if repeats > 1 and best_rate is not None:
+                window = max(rate or 0.0, best_rate)  # the faster side's rate sizes both windows
+                row["repeats"] = summary(*pair_rates(best, recipe, device, corpus, repeats, pair_iters, window))
+            row["kept"] = lm_keep(rate, best_rate, row.get("repeats"), row["val_loss"], best_val)
             if row["kept"]:
-                best, best_rate = recipe, rate
+                best, best_rate, best_val = recipe, rate, row["val_loss"]
         rows.append(row)
         if log:
             log(f"{i:>2} {lm_row_line(row)}")
     return rows
 
 
+def lm_keep(rate: float | None, best_rate: float | None, repeats: dict | None = None,
+            val_loss: float | None = None, best_val: float | None = None) -> bool:
+    """Keep a rung that was faster than the best recipe in every pair where it has pairs (`repeats`):
+    each long run is minutes apart from the last, on a machine whose speed drifts, so the pairs decide.
+    Without pairs: a higher steady rate than the best so far. Either way its validation loss must stay
+    within LOSS_SLACK of the best recipe's (a run that diverged after the check is not kept). The first
+    rung that trains is kept."""
+    if rate is None:
+        return False
+    if best_rate is None:
+        return True
+    if val_loss is not None and best_val is not None and not val_loss <= best_val + LOSS_SLACK:
+        return False
+    return repeats["verdict"] == "faster" if repeats else rate > best_rate
+
+
 def lm_row_line(row: dict) -> str:
-    """A rung's outcome in one line of the log: why it was skipped, or its rate, time, MFU and verdict."""
+    """A rung's outcome in the log: why it was skipped, or its rate, time, MFU and verdict (and its paired
+    repeats on a second line)."""
     if row["skipped"]:
         return f"{row['rung']}: {row['skipped']}"
     rate = f"{row['tokens_per_s']:>7,.0f}" if row["tokens_per_s"] is not None else f"{'-':>7}"
     mfu_text = f"{row['mfu']:.1%}" if row["mfu"] is not None else "-"
     to_target = f"in {row['seconds_to_target']:.1f} s" if row["reached"] else "missed"
     memory = f"  peak {row['peak_memory_bytes'] / 2**20:,.0f} MiB" if row.get("peak_memory_bytes") else ""  # CUDA
-    return (f"{row['rung']:<24} {rate} tokens/s, {row['wall_s']:.1f} s, MFU {mfu_text}{memory}, "
+    line = (f"{row['rung']:<24} {rate} tokens/s, {row['wall_s']:.1f} s, MFU {mfu_text}{memory}, "
             f"target {to_target}, {'kept' if row['kept'] else 'not kept'}")
+    if row.get("repeats"):
+        line += f"\n{'':<24} paired rate {text(row['repeats'])}"
+    return line
 
 
 def lm_record(rows: list[dict], device: torch.device, argv: list[str], quick: bool) -> dict:

@@ -32,6 +32,7 @@ from torch.profiler import ProfilerActivity, record_function
 
 from .bench import synchronize
 from .loaders import endless
+from .pairs import verdict
 from .step import make_step
 
 PHASES = ("data", "copy", "forward", "backward", "optimizer")
@@ -154,9 +155,11 @@ def profiler_overhead(model: nn.Module, batches: Iterable, optimizer: torch.opti
                       shapes: bool = True) -> dict:
     """Median seconds of a training step without and with torch.profiler recording it, measured in one run.
 
-    Blocks of `steps` plain steps and `steps` recorded steps alternate `rounds` times (so a machine that
-    drifts affects both alike); every step is synchronised and timed the same way. The profiler's start,
-    stop and trace processing fall outside the timed steps: the ratio is the per-step recording cost.
+    Blocks of `steps` plain steps and `steps` recorded steps alternate `rounds` times, in ABBA order (so a
+    machine that drifts affects both alike); every step is synchronised and timed the same way. The
+    profiler's start, stop and trace processing fall outside the timed steps: the ratio is the per-step
+    recording cost. `round_ratios` holds each round's ratio of medians and `verdict` says whether the
+    profiled step was slower in every round (`pairs.verdict`).
     """
     if steps < 1 or rounds < 1:
         raise ValueError(f"steps and rounds must be at least 1, got {steps} and {rounds}")
@@ -176,14 +179,22 @@ def profiler_overhead(model: nn.Module, batches: Iterable, optimizer: torch.opti
             out.append(time.perf_counter() - start)
         return out
 
-    plain, profiled, recorded = [], [], 0
-    for _ in range(rounds):
-        plain += timed()
+    def recorded_block() -> tuple[list[float], int]:
         with quiet_profiler_logs(), torch.profiler.profile(activities=activities(device), record_shapes=shapes) as prof:
-            profiled += timed()
-        recorded += sum(e.count for e in prof.key_averages() if e.key == "train_step")
+            out = timed()
+        return out, sum(e.count for e in prof.key_averages() if e.key == "train_step")
+
+    plain, profiled, recorded, ratios = [], [], 0, []
+    for r in range(rounds):
+        if r % 2:  # ABBA: every other round starts with the profiler
+            (block, count), bare = recorded_block(), timed()
+        else:
+            bare, (block, count) = timed(), recorded_block()
+        plain, profiled, recorded = plain + bare, profiled + block, recorded + count
+        ratios.append(statistics.median(block) / statistics.median(bare))
     p, q = statistics.median(plain), statistics.median(profiled)
-    return {"plain": p, "profiled": q, "ratio": q / p, "steps": steps * rounds, "recorded_steps": recorded}
+    return {"plain": p, "profiled": q, "ratio": q / p, "steps": steps * rounds, "recorded_steps": recorded,
+            "round_ratios": ratios, "verdict": verdict([1 / x for x in ratios])}
 
 
 def trace_events(path: str | Path) -> list[dict]:

@@ -355,7 +355,7 @@ def check_change(before: Recipe, after: Recipe, kind: str, device: torch.device,
     """Run the first steps of both recipes on the same batches; their losses must agree within LOSS_TOLERANCE[kind].
 
     kind "exact" asks for identical losses (both runs with deterministic algorithms), "fp32", "tf32",
-    "fp16" and "bf16" for the round-off of that format; "recipe" marks a change of the optimisation
+    "fp16" and "bf16" for the round-off of that format; "recipe" marks a change of the optimization
     itself (model, batch, schedule), which only the accuracy of the full run can check.
     """
     if kind not in LOSS_TOLERANCE:

@@ -44,15 +44,39 @@ def results_dir() -> Path | None:
     return next((c for c in candidates if _is_results(c)), None)
 
 
+# The CPU features that change what the book measures on a CPU: vector width, int8 dot products, bf16/fp16
+CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_tile",
+                "amx_int8", "amx_bf16", "amx_fp16")
+
+
 def provenance(device: torch.device, argv: list[str] | None = None, kind: str = "probe") -> dict:
-    """What a record depends on: GPU, driver, CUDA runtime, torch, date, and the command that made it."""
+    """What a record depends on: GPU, driver, CUDA runtime, torch, date, and the command that made it.
+
+    Also the host processor's model and its matrix features (`CPU_FEATURES`): on a CPU two machines with
+    the same core count can differ by a factor of two in bf16 or int8, and on a GPU the host feeds the
+    data path (records that have these fields; older ones do not)."""
+    from .formats import cpu_flags
     from .gpu import driver_version
 
     env = environment(device)
     cmd = " ".join([COMMANDS[kind], *(argv if argv is not None else sys.argv[1:])])
-    return {**env, "driver": driver_version() if device.type == "cuda" else None,
+    flags = cpu_flags()
+    cpu = {"cpu_model": cpu_model(), "cpu_features": [f for f in CPU_FEATURES if f in flags]}
+    return {**env, **cpu, "driver": driver_version() if device.type == "cuda" else None,
             "cuda_runtime": torch.version.cuda if device.type == "cuda" else None,
             "datetime_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "command": cmd}
+
+
+def cpu_model() -> str | None:
+    """The processor's model name: /proc/cpuinfo's "model name" (Linux), else `platform.processor()`."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    except OSError:
+        names = []
+    return (names[0] if names else platform.processor()) or None
 
 
 def save_record(record: dict, path: str | Path) -> Path:
@@ -100,7 +124,8 @@ def slug(text: str) -> str:
 
 
 def provenance_line(record: dict) -> str:
-    """One line naming the GPU, driver, CUDA, torch, date and command behind a record."""
+    """One line naming the GPU (or the CPU and its model), driver, CUDA, torch, date and command of a record."""
     p = record["provenance"]
-    return (f"{p['device_name']} | driver {p.get('driver') or '-'} | CUDA {p.get('cuda_runtime') or '-'} | "
+    model = f" ({p['cpu_model']})" if p.get("cpu_model") and p["device"] == "cpu" else ""
+    return (f"{p['device_name']}{model} | driver {p.get('driver') or '-'} | CUDA {p.get('cuda_runtime') or '-'} | "
             f"torch {p['torch']} | {p['datetime_utc'][:10]} | `{p['command']}`")

@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from .bench import tf32_mode, time_op
+from .bench import Measurement, tf32_mode, time_op
 
 MATMUL_LAYERS = (nn.Conv2d, nn.Linear)
 
@@ -63,14 +63,20 @@ def layer_costs(model: nn.Module, example: torch.Tensor) -> list[LayerCost]:
 
 def time_layers(model: nn.Module, example: torch.Tensor, warmup: int = 2, repeats: int = 5,
                 tf32: bool = False) -> dict[str, float]:
-    """Median forward seconds of each conv/linear layer alone, on the inputs it sees in `model`.
+    """Median forward seconds of each conv/linear layer alone, on the inputs it sees in `model`."""
+    return {name: m.median for name, m in layer_measurements(model, example, warmup, repeats, tf32).items()}
+
+
+def layer_measurements(model: nn.Module, example: torch.Tensor, warmup: int = 2, repeats: int = 5,
+                       tf32: bool = False) -> dict[str, Measurement]:
+    """Every timed forward of each conv/linear layer alone, on the inputs it sees in `model` (`time_op`).
 
     On CUDA, float32 layers run with TF32 explicitly off (or on, with `tf32=True`) for cuBLAS and cuDNN
     alike: cuDNN's default would otherwise put TF32 convolutions under an fp32 roof."""
     out = {}
     with torch.no_grad(), tf32_mode(tf32):
         for name, module, inp, _ in _capture(model, example):
-            out[name] = time_op(lambda m=module, x=inp: m(x), example.device, warmup, repeats).median
+            out[name] = time_op(lambda m=module, x=inp: m(x), example.device, warmup, repeats)
     return out
 
 
