@@ -34,3 +34,13 @@ def test_results_prints_and_glues_each_value():
 def test_results_needs_values():
     with pytest.raises(ValueError, match="at least one"):
         results({})
+
+
+def test_a_long_value_wraps_within_the_books_width_and_is_glued_whole():
+    long = "; ".join(f"rung {i} (within the noise, 1.07x (0.987-1.071, 3 pairs))" for i in range(3))
+    (cell,) = run(f'from accelbook.summary import results\nresults({{"kept": {long!r}, "n": 3}})')
+    printed = "".join(o["text"] for o in cell.outputs if o["output_type"] == "stream").splitlines()
+    assert len(printed) > 2 and max(len(line) for line in printed) <= 88 and printed[-1] == "n     3"
+    assert all(line.startswith("      ") for line in printed[1:-1])  # under the value's start
+    glued = {o["metadata"]["scrapbook"]["name"]: o["data"] for o in cell.outputs if o["output_type"] == "display_data"}
+    assert glued["kept"] == {"application/papermill.record/text/plain": repr(long)}

@@ -341,9 +341,9 @@ def table(rec: dict) -> str:
                      f"{val}{s.get('speedup_wall', float('nan')):>8.1f}x  {'yes' if s['kept'] else 'no'}")
     with_pairs = [s for s in rec["rungs"] if s.get("repeats")]
     if with_pairs:
-        order = ("runs in ABBA order" if with_pairs[0]["repeats"].get("order") == "ABBA" else
+        order = ("ABBA order" if with_pairs[0]["repeats"].get("order") == "ABBA" else
                  "the recipe before ran first")  # records of 2026-12-04 without an `order`
-        lines.append(f"paired repeats (rate / the rate of the recipe it builds on; {order}):")
+        lines.append(f"paired repeats (rate over the recipe it builds on; {order}):")
         lines += [f"  {s['rung']:<24}{text(s['repeats'])}" for s in with_pairs]
     top = rec.get("top")
     if top:

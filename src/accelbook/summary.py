@@ -20,11 +20,18 @@ def glue(name: str, text: str) -> None:
             metadata={"scrapbook": {"name": name, "mime_prefix": HIDDEN}})
 
 
+WIDTH = 88  # the book's widest printed line
+
+
 def results(values: dict[str, object]) -> None:
-    """Print each `name  value` on its own line (one block), then glue each value's text under its name."""
+    """Print each `name  value` on its own line (one block; a long value wrapped within WIDTH, indented
+    under its start), then glue each value's text, whole, under its name."""
+    import textwrap
+
     if not values:
         raise ValueError("results() needs at least one named value")
     width = max(len(name) for name in values)
-    print("\n".join(f"{name:<{width}}  {value}" for name, value in values.items()))
+    print("\n".join(textwrap.fill(f"{name:<{width}}  {value}", WIDTH, subsequent_indent=" " * (width + 2))
+                    for name, value in values.items()))
     for name, value in values.items():
         glue(name, str(value))
