@@ -40,7 +40,7 @@ from .config import QUICK, QUICK_ENV, profile
 from .data import Data
 from .formats import bf16_supported
 from .lm import RUNGS as LM_RUNGS
-from .pairs import REPEATS, default_repeats, paired, summary, text
+from .pairs import MIN_STEADY_S, REPEATS, default_repeats, paired, summary, text
 from .recipes import (
     Recipe,
     Result,
@@ -60,7 +60,7 @@ TASKS = ("mnist", "shakespeare")  # --task: chapter 6's ladder, or chapter 10's 
 PRECISIONS = ("auto", "bf16", "fp16")  # --precision: the mixed-precision rung's format ("auto": bf16 where native)
 REPEAT_EPOCHS = 0.2   # the length of each paired run (at least MIN_REPEAT_STEPS steps and MIN_STEADY_S timed)
 MIN_REPEAT_STEPS = 4
-MIN_STEADY_S = 1.0    # a GPU runs 0.2 epoch in milliseconds: each paired run is timed for at least a second
+# MIN_STEADY_S (`accelbook.pairs`): each paired run is timed for at least a second
 
 
 RUNGS = [

@@ -28,7 +28,7 @@ from .formats import bf16_supported
 from .gpt import GPT, GPTConfig, counted_flops_per_token, lm_loss
 from .nanogpt_anchor import AnchorSettings, decay_groups, estimate_loss, learning_rate
 from .nanogpt_anchor import train as train_anchor
-from .pairs import REPEATS, paired, summary, text
+from .pairs import MIN_STEADY_S, REPEATS, paired, summary, text
 from .recipes import LOSS_TOLERANCE, Rung, autocast, deterministic, settle_loss_scale
 from .step import make_step
 
@@ -36,8 +36,8 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 ANCHOR = AnchorSettings()  # nanoGPT's CPU run as the README gives it
 TARGET = 1.88  # nanoGPT's README: the validation loss of its CPU recipe ("gets us a loss of only 1.88")
 WARM_STEPS = 10     # `train_lm`'s untimed warm-up steps (allocation, kernel choice, compilation)
-PAIR_ITERS = 60     # a paired run (`pair_rates`): WARM_STEPS, then at least 50 timed
-MIN_STEADY_S = 1.0  # ... and at least a second of timed steps (a GPU runs 50 steps in a fraction of one)
+PAIR_ITERS = 60     # a paired run (`pair_rates`): WARM_STEPS, then at least 50 timed,
+                    # and at least MIN_STEADY_S of them (`accelbook.pairs`)
 LOSS_SLACK = 0.05   # a same-training rung may end this much above the best recipe's validation loss
 
 

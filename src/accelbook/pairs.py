@@ -17,6 +17,7 @@ from collections.abc import Callable
 # noise" does not mean "no effect": a real gain smaller than the noise between pairs often reads so too.
 REPEATS = 4        # pairs by default where a run takes seconds to minutes (a CPU): 1 in 16
 REPEATS_CUDA = 6   # pairs by default on a GPU, where short runs are cheaper: 1 in 64
+MIN_STEADY_S = 1.0  # each paired run times at least this long (a GPU runs a short window in milliseconds)
 
 
 def default_repeats(device_type: str) -> int:
