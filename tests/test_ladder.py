@@ -157,7 +157,7 @@ def test_cli_quick_run_writes_a_record_and_compares(tmp_path):
     assert second["speedup_wall"] == pytest.approx(first["wall_s"] / second["wall_s"])  # relative to rung 0
     assert second["speedup_steady"] == pytest.approx(second["steady_images_per_s"] / first["steady_images_per_s"])
     assert second["check"]["max_diff"] == 0.0
-    assert rec["rungs"][2]["skipped"] == "skipped: needs CUDA"  # cudnn.benchmark + TF32
+    assert rec["rungs"][2]["skipped"] == "skipped: needs CUDA"  # cudnn.benchmark
     assert len(second["repeats"]["ratios"]) == pairs.default_repeats("cpu") and "repeats" not in first  # the default
     slower = json.loads(json.dumps(rec))  # another machine: rung 1 three times slower there, rung 0 missing
     slower["rungs"] = [dict(second, wall_s=3 * second["wall_s"], steady_images_per_s=second["steady_images_per_s"] / 3)]
@@ -216,14 +216,32 @@ def test_the_anchor_is_the_described_network_and_learns(data):
     assert result["wall_s"] > 0 and result["test_accuracy"] > 0.5
 
 
-def test_the_fastest_recipe_is_the_top_of_the_cpu_ladder():
-    kept = ["device-resident data", "batch 256 + one-cycle", "channels_last", "mixed precision", "right-sized model"]
+def test_the_fastest_recipe_is_reached_by_the_ladders_rungs():
+    skipped = {"cudnn.benchmark", "TF32 matmuls", "fused Adam", "torch.compile", "CUDA graphs"}
     recipe = ARTICLE_RECIPE = Recipe()
-    for rung in RUNGS:
-        if rung.name in kept:
+    for rung in RUNGS[1:]:
+        if rung.name not in skipped:
             recipe = replace(recipe, **rung.changes)
     assert ARTICLE_RECIPE == ladder.ARTICLE
     assert replace(recipe, train_images="all") == FASTEST
+
+
+def test_each_rung_changes_one_thing():
+    """One knob per rung; a schedule is its peak and its length, CUDA graphs replace compile's mode."""
+    several = {r.name: set(r.changes) for r in RUNGS if len(r.changes) > 1}
+    assert several == {"one-cycle, 2 epochs": {"schedule", "lr", "epochs"}, "CUDA graphs": {"compile", "cuda_graphs"}}
+    assert [r.name for r in RUNGS if set(r.changes) and set(r.changes) <= ladder.SAME_COST] == ["Adam betas (0.7, 0.9)"]
+
+
+def test_a_same_cost_rung_is_kept_on_accuracy_alone(monkeypatch):
+    betas = next(i for i, r in enumerate(RUNGS) if r.name == "Adam betas (0.7, 0.9)")
+    runs = iter([_fake_run(val=0.985, test=0.985, wall=100.0), _fake_run(val=0.987, test=0.987, wall=101.0),
+                 _fake_run(val=0.980, test=0.980, wall=90.0)])
+    monkeypatch.setattr(ladder, "check_change", lambda *a, **k: {"kind": "recipe", "ok": True, "max_diff": 0.0})
+    monkeypatch.setattr(ladder, "train_recipe", lambda *a, **k: next(runs))
+    rows = ladder.climb(CPU, None, rungs=[0, betas, betas + 1], log=lambda *a: None)
+    assert [r.kept for r in rows] == [True, True, False]  # more accurate though 1 s slower; then 1.5 epochs falls short
+    assert keep(200.0, 0.99, 100.0, 0.98, same_cost=True) and not keep(50.0, 0.98, 100.0, 0.98, same_cost=True)
 
 
 @pytest.mark.skipif(not hasattr(torch.backends.cuda.matmul, "fp32_precision"),

@@ -66,7 +66,8 @@ def test_every_rung_shows_code_and_the_shown_code_is_the_source(task):
 
 def test_ladder_code_names_each_rung_with_its_changes():
     text = showcode.ladder_code("mnist")
-    assert "=== rung 3: channels_last (channels_last=True)" in text
+    assert "=== rung 4: channels_last (channels_last=True)" in text
+    assert "=== rung 13: 1.5 epochs (epochs=1.5)\n# recipes.steps_for" in text
     assert "if recipe.channels_last:" in text and "fused=True" in text
 
 

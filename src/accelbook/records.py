@@ -110,12 +110,17 @@ def no_records_message(kind: str = "probe") -> str:
 
 
 def default_path(kind: str, device: torch.device) -> Path:
-    """results/<kind>-<device-slug>-<date>.json under the working directory."""
+    """results/<kind>-<device-slug>-<date>.json under the working directory (-2, -3, ... if taken)."""
     from datetime import date
 
     from .device import device_name
 
-    return Path("results") / f"{kind}-{slug(device_name(device))}-{date.today().isoformat()}.json"
+    stem = f"{kind}-{slug(device_name(device))}-{date.today().isoformat()}"
+    path, n = Path("results") / f"{stem}.json", 1
+    while path.exists():  # two runs (or two machines of one name) on the same day: keep both
+        n += 1
+        path = Path("results") / f"{stem}-{n}.json"
+    return path
 
 
 def slug(text: str) -> str:

@@ -108,7 +108,8 @@ def step_sources(task: str) -> tuple[tuple[Callable, ...], dict[str, tuple[str, 
     from . import gpt, lm, recipes
 
     if task == "mnist":
-        return (recipes.make_loader, recipes.build, recipes.step_fn, recipes.autocast, recipes.backend_settings), {}
+        return (recipes.make_loader, recipes.steps_for, recipes.build, recipes.step_fn, recipes.autocast,
+                recipes.backend_settings), {}
     if task == "shakespeare":
         return ((lm.LMRecipe.model_config, gpt.CausalSelfAttention.__init__, gpt.GPT.forward, lm.build, lm.lm_step,
                  recipes.autocast), {"checkpointing": ("checkpoint",)})
