@@ -140,9 +140,9 @@ FIGURES: dict[str, dict[str, tuple[str, str]]] = {
             "throughput of each rung.",
             "Two horizontal bar charts sharing one row per rung of the ladder, top to bottom. Left: wall time "
             "to a trained model in seconds, log scale; right: steady throughput in images per second, log "
-            "scale. Solid blue bars are rungs kept; grey hatched bars were measured but not kept. The kept rungs "
-            "shorten the wall time step by step, and the last, a right-sized model, is by far the shortest and "
-            "the fastest."),
+            "scale. Solid blue bars are rungs kept; grey hatched bars were measured but not kept. Most kept rungs "
+            "shorten the wall time; the rows of the right-sized model, near the bottom, are the "
+            "shortest and the fastest."),
         "5c11c3f8": (
             "One epoch at each batch size: validation accuracy and wall time.",
             "Line plot against batch size on a log scale with two vertical axes: validation accuracy after one "

@@ -180,3 +180,12 @@ def test_an_fp32_rung_is_checked_at_tf32_round_off_where_convolutions_default_to
     layout = next(i for i, r in enumerate(ladder.RUNGS) if r.name == "channels_last")
     rows = ladder.climb(CUDA, None, rungs=[0, layout], log=lambda *a: None)
     assert rows[1].recipe.precision == "fp32" and rows[1].check["kind"] == kind
+
+
+@pytest.mark.parametrize("cc, ok", [((7, 5), False), ((8, 0), True), ((9, 0), True)])
+def test_the_tf32_rung_runs_only_where_tf32_exists(capability, cc, ok):
+    from accelbook.recipes import Recipe, unsupported
+
+    capability(cc)
+    reason = unsupported(Recipe(tf32=True), CUDA)
+    assert (reason is None) == ok and (ok or "8.0" in reason)

@@ -177,7 +177,7 @@ def _check_ladder(path, rec):
             assert paired["ratios"] == pytest.approx(ratios) and len(ratios) >= 2, s["rung"]
             assert paired["verdict"] == pairs.verdict(ratios) and s["check"]["kind"] != "recipe"
         verdict = paired["verdict"] if paired else None
-        same_cost = set(s["changes"]) <= ladder.SAME_COST
+        same_cost = ladder.same_cost(s["changes"])
         assert s["kept"] == ladder.keep(s["wall_s"], s["val_accuracy"], best_wall, best_acc, verdict, same_cost), s["rung"]
         if s["kept"]:
             best_wall, best_acc = s["wall_s"], s["val_accuracy"]

@@ -175,8 +175,9 @@ fused kernels, compilation. These hold for any model; what they buy depends on t
 
 ## Less training
 
-Fewer or larger steps, fewer epochs, a smaller model: these change what is computed, so each one is
-checked on the validation set, not on the first losses. Their gains belong to the task.
+Fewer or larger steps, fewer epochs, a smaller model, and the optimizer settings that let them reach
+the accuracy: these change what is computed, so each one is checked on the validation set, not on the
+first losses. Their gains belong to the task.
 
 {less}
 
