@@ -85,3 +85,9 @@ def test_a_faster_rung_not_kept_says_it_fell_short_on_validation():
     assert row["wall_gain"] > 1 and fastest.verdict(row) == "not kept (validation accuracy)"
     compiled = next(r for r in fastest.rows(rec) if r["rung"] == "torch.compile")
     assert fastest.verdict(compiled) == "not kept (slower)"
+
+
+def test_a_rung_faster_in_its_pairs_but_slower_in_its_run_says_both():
+    row = {"skipped": None, "kept": False, "repeats": {"verdict": "faster"}, "wall_gain": 0.9}
+    assert fastest.verdict(row) == "not kept (faster in its pairs, slower in its full run)"
+    assert fastest.verdict(dict(row, repeats=None)) == "not kept (slower)"

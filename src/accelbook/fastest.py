@@ -70,7 +70,9 @@ def verdict(row: dict) -> str:
     paired = (row.get("repeats") or {}).get("verdict")
     if paired and paired != "faster":
         return f"not kept ({paired})"
-    return "not kept (validation accuracy)" if row.get("wall_gain", 0) > 1 else "not kept (slower)"
+    if row.get("wall_gain", 0) > 1:
+        return "not kept (validation accuracy)"
+    return "not kept (faster in its pairs, slower in its full run)" if paired else "not kept (slower)"
 
 
 def gain_text(row: dict) -> str:
