@@ -13,14 +13,14 @@ against that recipe (the losses must agree as closely as the change allows). The
 trains, and it is kept if it is faster and as accurate on the validation split (the
 target, or within a fifth of a point of the recipe it builds on); a rung that
 changes only Adam's settings runs the same steps, so it is kept if it is more
-accurate by that fifth of a point. A rung that keeps the training the same (not a "recipe" change) is also
-timed in pairs of short runs against the recipe it builds on, in ABBA order
-(`accelbook.pairs`; --repeats pairs, default 4, on CUDA 6). It is kept only if it
-was faster in every pair; a mixed result is "within the noise". The test accuracy is
-reported once, for the top of the ladder. A rung that cannot run on the device is a
-row saying why. Every rung starts from PyTorch's default float32 settings (cuDNN may
-use TF32 for convolutions, matmuls stay full precision) unless the rung changes
-them.
+accurate by that fifth of a point. A rung that keeps the training the same (not a
+"recipe" change) is also timed in pairs of short runs against the recipe it builds
+on, in ABBA order (`accelbook.pairs`; --repeats pairs, default 4, on CUDA 6). It is
+kept only if it was faster in every pair; a mixed result is "within the noise". The
+test accuracy is reported once, for the top of the ladder. A rung that cannot run on
+the device is a row saying why. Every rung starts from PyTorch's default float32
+settings (cuDNN may use TF32 for convolutions, matmuls stay full precision) unless
+the rung changes them.
 """
 
 from __future__ import annotations
