@@ -230,7 +230,7 @@ def test_the_fastest_recipe_is_reached_by_the_ladders_rungs():
 
 
 def test_each_rung_changes_one_thing():
-    """One knob per rung; a schedule is its peak and its length, CUDA graphs replace compile's mode."""
+    """One knob per rung, but the one-cycle schedule (three settings taken together) and CUDA graphs (compile mode)."""
     several = {r.name: set(r.changes) for r in RUNGS if len(r.changes) > 1}
     assert several == {"one-cycle, 2 epochs": {"schedule", "lr", "epochs"}, "CUDA graphs": {"compile", "cuda_graphs"}}
     assert [r.name for r in RUNGS if ladder.same_cost(r.changes)] == ["Adam betas (0.7, 0.9)"]
