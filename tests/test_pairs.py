@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import ast
+import json
+import re
+
 import pytest
 
 from accelbook import pairs
+from bookfacts import ROOT
 
 
 def test_pairs_alternate_which_side_runs_first():
@@ -65,9 +70,76 @@ def test_with_an_even_number_of_pairs_a_linear_drift_leaves_the_median_alone():
 
 
 def test_a_pair_that_measured_nothing_reads_not_measured_and_stays_valid_json():
-    import json
-
     summary = pairs.summary([100.0, 0.0], [120.0, 110.0])
     assert summary["verdict"] == "not measured" and summary["median"] is None
     assert pairs.text(summary) == pairs.text(summary, page=True) == "not measured"
     json.dumps(summary, allow_nan=False)
+
+
+# The chapters' own comparisons that their prose interprets, by the name each glues: every one of them a
+# paired result in the page's format (median, range, number of pairs), not one run of each side.
+PAIRED_GLUE = {
+    "04_training": ["bn-step", "relu6-step"],
+    "05_profiling": ["loader-paired"],
+    "06_optimization": ["cl-paired", "fused-paired", "data-paired", "bf16-paired"],
+    "07_scaling": ["ddp-speedup", "threads-speedup", "threads-vs-ddp"],
+    "08_inference": ["int8-speedup"],
+    "10_transformer": ["bf16-gain-record", "bf16-gain-live"],
+}
+PAGE_TEXT = re.compile(r"\d+\.\d\d× \(\d+\.\d{3}–\d+\.\d{3}, (\d+) pairs\)")
+
+
+def stored_glue(stem: str) -> dict[str, str]:
+    """The text each code cell of the chapter's stored run glued, by name."""
+    nb = json.loads((ROOT / "notebooks" / f"{stem}.ipynb").read_text(encoding="utf-8"))
+    return {out["metadata"]["scrapbook"]["name"]:
+            ast.literal_eval(out["data"][out["metadata"]["scrapbook"]["mime_prefix"] + "text/plain"])
+            for cell in nb["cells"] if cell["cell_type"] == "code" for out in cell.get("outputs", [])
+            if "scrapbook" in out.get("metadata", {})}
+
+
+@pytest.mark.parametrize("stem", sorted(PAIRED_GLUE))
+def test_the_chapters_timing_comparisons_are_paired(stem):
+    glued = stored_glue(stem)
+    for name in PAIRED_GLUE[stem]:
+        found = PAGE_TEXT.fullmatch(glued.get(name, "(not glued)"))
+        assert found, f"{stem}: {name} = {glued.get(name, '(not glued)')!r} is not a paired result"
+        assert int(found[1]) >= 3, f"{stem}: {name} rests on fewer than 3 pairs"
+
+
+def test_the_batch_sweep_shows_each_batch_with_its_range():
+    # Chapter 5's prose reads whether throughput fell at large batches; it must rest on the repeats' range.
+    nb = json.loads((ROOT / "notebooks" / "05_profiling.ipynb").read_text(encoding="utf-8"))
+    sweep = next(c for c in nb["cells"] if c.get("id") == "7f66230f")
+    printed = "".join("".join(o.get("text", "")) for o in sweep["outputs"] if o["output_type"] == "stream")
+    rows = [line.split() for line in printed.splitlines() if line.strip()[:1].isdigit()]
+    assert rows and all(re.fullmatch(r"[\d,]+-[\d,]+", row[3]) for row in rows), printed
+    tail = stored_glue("05_profiling")["sweep-tail"]
+    assert tail.startswith(("fell", "levelled off", "still rose")) and PAGE_TEXT.search(tail), tail
+
+
+# Where the prose glues a paired result and, beside it, its verdict: the two must agree.
+VERDICT_OF = {
+    "04_training": [("bn-step", "bn-step-verdict"), ("relu6-step", "relu6-step-verdict")],
+    "07_scaling": [("threads-vs-ddp", "threads-vs-ddp-verdict")],
+}
+RANGE = re.compile(r"\((\d+\.\d{3})–(\d+\.\d{3}),")
+
+
+@pytest.mark.parametrize("stem", sorted(VERDICT_OF))
+def test_glued_verdicts_agree_with_their_ranges(stem):
+    glued = stored_glue(stem)
+    for value, verdict in VERDICT_OF[stem]:
+        low, high = map(float, RANGE.search(glued[value]).groups())
+        expected = "faster" if low > 1 else "slower" if high < 1 else "within the noise"
+        if min(abs(low - 1), abs(high - 1)) > 0.0005:  # the printed range is rounded to 3 places
+            assert glued[verdict] == expected, (value, glued[value], glued[verdict])
+
+
+@pytest.mark.parametrize("stem", ["04_training", "05_profiling", "07_scaling"])
+def test_every_name_the_prose_glues_is_stored(stem):
+    # test_style checks the summary's glue; this checks the body's, where the paired verdicts are read.
+    nb = json.loads((ROOT / "notebooks" / f"{stem}.ipynb").read_text(encoding="utf-8"))
+    used = {name for cell in nb["cells"] if cell["cell_type"] == "markdown"
+            for name in re.findall(r"\{glue:text\}`([\w-]+)", "".join(cell["source"]))}
+    assert used <= set(stored_glue(stem)), sorted(used - set(stored_glue(stem)))
