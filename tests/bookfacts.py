@@ -3,6 +3,8 @@ from it, and the pages in reading order."""
 
 from __future__ import annotations
 
+import ast
+import json
 from pathlib import Path
 
 import yaml
@@ -50,3 +52,12 @@ def colab_url(path: str) -> str:
     prefix = (repo.get("path_to_book") or "").strip("/")
     full = f"{prefix}/{path}" if prefix else path
     return f"{colab}/github/{owner_name}/blob/{repo.get('branch', 'main')}/{full}"
+
+
+def stored_glue(stem: str) -> dict[str, str]:
+    """The text each code cell of notebooks/<stem>.ipynb's stored run glued, by name."""
+    nb = json.loads((ROOT / "notebooks" / f"{stem}.ipynb").read_text(encoding="utf-8"))
+    return {out["metadata"]["scrapbook"]["name"]:
+            ast.literal_eval(out["data"][out["metadata"]["scrapbook"]["mime_prefix"] + "text/plain"])
+            for cell in nb["cells"] if cell["cell_type"] == "code" for out in cell.get("outputs", [])
+            if "scrapbook" in out.get("metadata", {})}

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import ast
 import json
 import re
 
 import pytest
 
 from accelbook import pairs
-from bookfacts import ROOT
+from bookfacts import ROOT, stored_glue
 
 
 def test_pairs_alternate_which_side_runs_first():
@@ -89,15 +88,6 @@ PAIRED_GLUE = {
 PAGE_TEXT = re.compile(r"\d+\.\d\d× \(\d+\.\d{3}–\d+\.\d{3}, (\d+) pairs\)")
 
 
-def stored_glue(stem: str) -> dict[str, str]:
-    """The text each code cell of the chapter's stored run glued, by name."""
-    nb = json.loads((ROOT / "notebooks" / f"{stem}.ipynb").read_text(encoding="utf-8"))
-    return {out["metadata"]["scrapbook"]["name"]:
-            ast.literal_eval(out["data"][out["metadata"]["scrapbook"]["mime_prefix"] + "text/plain"])
-            for cell in nb["cells"] if cell["cell_type"] == "code" for out in cell.get("outputs", [])
-            if "scrapbook" in out.get("metadata", {})}
-
-
 @pytest.mark.parametrize("stem", sorted(PAIRED_GLUE))
 def test_the_chapters_timing_comparisons_are_paired(stem):
     glued = stored_glue(stem)
@@ -134,12 +124,3 @@ def test_glued_verdicts_agree_with_their_ranges(stem):
         expected = "faster" if low > 1 else "slower" if high < 1 else "within the noise"
         if min(abs(low - 1), abs(high - 1)) > 0.0005:  # the printed range is rounded to 3 places
             assert glued[verdict] == expected, (value, glued[value], glued[verdict])
-
-
-@pytest.mark.parametrize("stem", ["04_training", "05_profiling", "07_scaling"])
-def test_every_name_the_prose_glues_is_stored(stem):
-    # test_style checks the summary's glue; this checks the body's, where the paired verdicts are read.
-    nb = json.loads((ROOT / "notebooks" / f"{stem}.ipynb").read_text(encoding="utf-8"))
-    used = {name for cell in nb["cells"] if cell["cell_type"] == "markdown"
-            for name in re.findall(r"\{glue:text\}`([\w-]+)", "".join(cell["source"]))}
-    assert used <= set(stored_glue(stem)), sorted(used - set(stored_glue(stem)))
