@@ -91,3 +91,15 @@ def test_a_rung_faster_in_its_pairs_but_slower_in_its_run_says_both():
     row = {"skipped": None, "kept": False, "repeats": {"verdict": "faster"}, "wall_gain": 0.9}
     assert fastest.verdict(row) == "not kept (faster in its pairs, slower in its full run)"
     assert fastest.verdict(dict(row, repeats=None)) == "not kept (slower)"
+
+
+def test_a_same_cost_rung_not_kept_says_it_was_not_more_accurate():
+    rec = copy.deepcopy(record())
+    last = next(s for s in rec["rungs"] if s["rung"] == "right-sized model")  # made a schedule change here
+    last["changes"], last["kept"] = {"schedule": ["constant", "onecycle"], "lr": [0.001, 0.01]}, False
+    last["wall_s"] *= 100  # the same steps, slower in its one run: the rule never weighed its time
+    row = next(r for r in fastest.rows(rec) if r["rung"] == "right-sized model")
+    assert row["wall_gain"] < 1 and fastest.verdict(row) == "not kept (not more accurate on validation)"
+    assert row["before"]["quality"] == fastest.quality(next(s for s in rec["rungs"] if s["rung"] == "fused Adam"))
+    line = next(x for x in fastest.table(rec, fastest.LESS).splitlines() if x.startswith("| right-sized model"))
+    assert "| same steps |" in line and f"{row['wall_gain']:.2f}×" not in line  # its wall ratio is drift

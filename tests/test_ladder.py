@@ -230,10 +230,12 @@ def test_the_fastest_recipe_is_reached_by_the_ladders_rungs():
 
 
 def test_each_rung_changes_one_thing():
-    """One knob per rung, but the one-cycle schedule (three settings taken together) and CUDA graphs (compile mode)."""
+    """One knob per rung, but the one-cycle schedule (with its peak) and CUDA graphs (with its compile mode)."""
     several = {r.name: set(r.changes) for r in RUNGS if len(r.changes) > 1}
-    assert several == {"one-cycle, 2 epochs": {"schedule", "lr", "epochs"}, "CUDA graphs": {"compile", "cuda_graphs"}}
-    assert [r.name for r in RUNGS if ladder.same_cost(r.changes)] == ["Adam betas (0.7, 0.9)"]
+    assert several == {"one-cycle schedule": {"schedule", "lr"}, "CUDA graphs": {"compile", "cuda_graphs"}}
+    assert [r.name for r in RUNGS if ladder.same_cost(r.changes)] == ["one-cycle schedule", "Adam betas (0.7, 0.9)"]
+    epochs = [r.name for r in RUNGS if "epochs" in r.changes]
+    assert epochs == ["2 epochs", "1.5 epochs"]  # the schedule is judged at the article's length, then shortened
 
 
 def test_a_same_cost_rung_is_kept_on_accuracy_alone(monkeypatch):
@@ -356,8 +358,9 @@ def test_keep_decides_on_validation_accuracy(monkeypatch):
                  _fake_run(val=0.900, test=0.995, wall=40.0)])
     monkeypatch.setattr(ladder, "check_change", lambda *a, **k: {"kind": "exact", "ok": True, "max_diff": 0.0})
     monkeypatch.setattr(ladder, "train_recipe", lambda *a, **k: next(runs))
-    rows = ladder.climb(CPU, None, rungs=[0, 1, 2], log=lambda *a: None)
-    assert [r.kept for r in rows] == [True, True, False]
+    shorter = next(i for i, r in enumerate(RUNGS) if r.name == "2 epochs")  # a rung judged on time and accuracy
+    rows = ladder.climb(CPU, None, rungs=[0, 1, shorter], log=lambda *a: None)
+    assert [r.kept for r in rows] == [True, True, False] and not ladder.same_cost(RUNGS[shorter].changes)
     rec = ladder.record(rows, CPU, [], quick=True)
     assert "test_accuracy" not in rec["rungs"][1] and rec["rungs"][1]["val_accuracy"] == 0.991
     assert rec["top"]["rung"] == RUNGS[1].name and rec["top"]["test_accuracy"] == 0.900  # reported once

@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from accelbook import showcode
+from accelbook import ladder, showcode
 
 
 def knobs(recipe, device):
@@ -66,8 +66,10 @@ def test_every_rung_shows_code_and_the_shown_code_is_the_source(task):
 
 def test_ladder_code_names_each_rung_with_its_changes():
     text = showcode.ladder_code("mnist")
-    assert "=== rung 4: channels_last (channels_last=True)" in text
-    assert "=== rung 13: 1.5 epochs (epochs=1.5)\n# recipes.steps_for" in text
+    index = {r.name: i for i, r in enumerate(ladder.RUNGS)}
+    assert f"=== rung {index['channels_last']}: channels_last (channels_last=True)" in text
+    assert f"=== rung {index['1.5 epochs']}: 1.5 epochs (epochs=1.5)\n# recipes.steps_for" in text
+    assert f"=== rung {index['one-cycle schedule']}: one-cycle schedule (schedule='onecycle', lr=0.01)" in text
     assert "if recipe.channels_last:" in text and "fused=True" in text
 
 

@@ -27,8 +27,9 @@ def group(check_kind: str | None) -> str:
 
 
 def rows(record: dict) -> list[dict]:
-    """One row per rung after the first: its group, why, the best recipe's rate and wall time before it and
-    its own, the gains over that recipe, its validation quality and verdict."""
+    """One row per rung after the first: its group, why, the best recipe's rate, wall time and validation
+    quality before it and its own, the gains over that recipe, and whether it runs the same steps."""
+    from .ladder import same_cost
     from .showcode import task_rungs
 
     task, unit, rate_key, _, _ = KINDS[record["kind"]]
@@ -40,14 +41,15 @@ def rows(record: dict) -> list[dict]:
         row = {"rung": s["rung"], "group": group(check), "why": rung.why if rung else "", "unit": unit,
                "before": best, "rate": rate, "wall": s.get("wall_s"), "quality": quality(s),
                "runs": s.get("seeds") or 1, "kept": bool(s.get("kept")), "skipped": s.get("skipped"),
-               "repeats": s.get("repeats")}
+               "repeats": s.get("repeats"),
+               "same_cost": task == "mnist" and same_cost(s.get("changes") or {})}  # `ladder.keep`'s rule
         if rate is not None and best is not None:
             row["gain"] = rate / best["rate"]
             row["wall_gain"] = best["wall"] / s["wall_s"]
         if i > 0:
             out.append(row)
         if s.get("kept") and rate is not None:
-            best = {"rate": rate, "wall": s["wall_s"]}
+            best = {"rate": rate, "wall": s["wall_s"], "quality": quality(s)}
     return out
 
 
@@ -61,12 +63,14 @@ def quality(summary: dict) -> str:
 
 
 def verdict(row: dict) -> str:
-    """The row's outcome in a few words: skipped and why, kept, or not kept and why (its paired repeats,
-    its validation accuracy where it was faster, or its wall time)."""
+    """The row's outcome in a few words: skipped and why, kept, or not kept and why (a same-steps rung's
+    accuracy, its paired repeats, its validation accuracy where it was faster, or its wall time)."""
     if row["skipped"]:
         return row["skipped"].removeprefix("skipped: ")
     if row["kept"]:
         return "kept"
+    if row.get("same_cost"):  # the same steps: kept only if more accurate on validation (`ladder.keep`)
+        return "not kept (not more accurate on validation)"
     paired = (row.get("repeats") or {}).get("verdict")
     if paired and paired != "faster":
         return f"not kept ({paired})"
@@ -97,8 +101,9 @@ def table(record: dict, part: str) -> str:
             measured, gain = "—", "—"
         elif same:
             measured, gain = f"{row['before']['rate']:,.0f} → {row['rate']:,.0f}", gain_text(row)
-        else:
-            measured, gain = f"{row['before']['wall']:,.1f} → {row['wall']:,.1f}", f"{row['wall_gain']:.2f}×"
+        else:  # a same-steps rung's wall ratio is the machine's drift, not a gain
+            measured = f"{row['before']['wall']:,.1f} → {row['wall']:,.1f}"
+            gain = "same steps" if row.get("same_cost") else f"{row['wall_gain']:.2f}×"
         cells = [row["rung"], row["why"], measured, gain] + ([] if same else [row["quality"]]) + [verdict(row)]
         lines.append("| " + " | ".join(cells) + " |")
     p = record["provenance"]

@@ -12,15 +12,15 @@ Each rung applies one change to the best recipe so far and checks its first step
 against that recipe (the losses must agree as closely as the change allows). Then it
 trains, and it is kept if it is faster and as accurate on the validation split (the
 target, or within a fifth of a point of the recipe it builds on); a rung that
-changes only Adam's settings runs the same steps, so it is kept if it is more
-accurate by that fifth of a point. A rung that keeps the training the same (not a
-"recipe" change) is also timed in pairs of short runs against the recipe it builds
-on, in ABBA order (`accelbook.pairs`; --repeats pairs, default 4, on CUDA 6). It is
-kept only if it was faster in every pair; a mixed result is "within the noise". The
-test accuracy is reported once, for the top of the ladder. A rung that cannot run on
-the device is a row saying why. Every rung starts from PyTorch's default float32
-settings (cuDNN may use TF32 for convolutions, matmuls stay full precision) unless
-the rung changes them.
+changes only the learning-rate schedule or Adam's settings runs the same steps, so
+it is kept if it is more accurate by that fifth of a point. A rung that keeps the
+training the same (not a "recipe" change) is also timed in pairs of short runs
+against the recipe it builds on, in ABBA order (`accelbook.pairs`; --repeats pairs,
+default 4, on CUDA 6). It is kept only if it was faster in every pair; a mixed
+result is "within the noise". The test accuracy is reported once, for the top of the
+ladder. A rung that cannot run on the device is a row saying why. Every rung starts
+from PyTorch's default float32 settings (cuDNN may use TF32 for convolutions,
+matmuls stay full precision) unless the rung changes them.
 """
 
 from __future__ import annotations
@@ -69,9 +69,11 @@ RUNGS = [
     Rung("article recipe", {}, "exact", "the baseline: chapter 4's recipe, with PyTorch's default settings"),
     Rung("device-resident data", {"loader": "device"}, "exact",
          "profiling: the DataLoader's per-image PIL conversion is a phase of its own"),
-    Rung("one-cycle, 2 epochs", {"schedule": "onecycle", "lr": 1e-2, "epochs": 2.0}, "recipe",
-         "a learning rate that rises to a peak of 0.01 and anneals, over 2 epochs instead of 10: three "
-         "settings taken together from the anchor (super-convergence); the ladder does not separate them"),
+    Rung("one-cycle schedule", {"schedule": "onecycle", "lr": 1e-2}, "recipe",
+         "a learning rate that rises to a peak of 0.01 and anneals (the anchor's super-convergence): the same "
+         "10 epochs, kept only if more accurate on validation by the slack"),
+    Rung("2 epochs", {"epochs": 2.0}, "recipe",
+         "a fifth of the steps, kept if the accuracy holds (one-cycle anneals over whatever length it is given)"),
     Rung("batch 256", {"batch_size": 256}, "recipe",
          "a quarter of the optimizer steps, each a larger matrix product: faster where the device has "
          "parallelism to spare (the peak of 0.01 is the anchor's, tuned at batch 256)"),
@@ -98,7 +100,7 @@ RUNGS = [
     Rung("1.5 epochs", {"epochs": 1.5}, "recipe",
          "a quarter fewer steps, if the accuracy holds"),
 ]
-SAME_COST = frozenset({"betas", "lr"})  # a rung changing only these runs the same steps: judged on accuracy
+SAME_COST = frozenset({"betas", "lr", "schedule"})  # a rung changing only these runs the same steps: judged on accuracy
 
 
 def same_cost(changes: dict) -> bool:

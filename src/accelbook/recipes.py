@@ -81,7 +81,7 @@ class Recipe:
                 if getattr(self, f.name) != getattr(other, f.name)}
 
 
-# The article's corrected model trained fast (the ladder's "one-cycle, 2 epochs" and "batch 256" rungs, fp32,
+# The article's corrected model trained fast (the ladder's one-cycle, "2 epochs" and "batch 256" rungs, fp32,
 # default layout):
 # the trained model that the inference and robustness chapters start from.
 FAST = Recipe(loader="device", batch_size=256, schedule="onecycle", lr=1e-2, epochs=2.0)
