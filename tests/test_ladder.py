@@ -85,6 +85,9 @@ def test_keep_rule():
     assert keep(100.0, 0.95, None, None)                    # the baseline
     assert keep(10.0, 0.9905, 100.0, 0.9911)                # faster, still on target
     assert keep(10.0, 0.9895, 100.0, 0.9900)                # faster, within the slack of the base
+    assert keep(10.0, 0.9880, 100.0, 0.9911)                # faster, on the bar (the target less the slack)
+    assert not keep(10.0, 0.9875, 100.0, 0.9880, base_acc=0.9911)  # within the slack of the best, not of the bar
+    assert keep(10.0, 0.9875, 100.0, 0.9880, base_acc=0.9870)   # a weak baseline lowers the bar
     assert not keep(10.0, 0.9800, 100.0, 0.9911)            # faster but worse
     assert not keep(120.0, 0.9950, 100.0, 0.9911)           # better but slower
     assert keep(10.0, 0.9905, 100.0, 0.9911, "faster")      # faster in every paired repeat too
@@ -235,7 +238,22 @@ def test_each_rung_changes_one_thing():
     assert several == {"one-cycle schedule": {"schedule", "lr"}, "CUDA graphs": {"compile", "cuda_graphs"}}
     assert [r.name for r in RUNGS if ladder.same_cost(r.changes)] == ["one-cycle schedule", "Adam betas (0.7, 0.9)"]
     epochs = [r.name for r in RUNGS if "epochs" in r.changes]
-    assert epochs == ["2 epochs", "1.5 epochs"]  # the schedule is judged at the article's length, then shortened
+    assert epochs == ["2 epochs", "1.5 epochs"]
+    names = [r.name for r in RUNGS]  # the schedule is judged on the short run, where super-convergence pays
+    assert names.index("2 epochs") < names.index("one-cycle schedule") < names.index("batch 256")
+
+
+def test_the_slack_does_not_add_up_down_the_ladder(monkeypatch):
+    """Each faster rung loses 0.15 points: within the slack of the rung before, but the second falls below the
+    bar (the target less the slack), which stays where rung 0 set it."""
+    runs = iter([_fake_run(val=0.9900, test=0.99, wall=100.0), _fake_run(val=0.9885, test=0.99, wall=50.0),
+                 _fake_run(val=0.9870, test=0.99, wall=40.0)])
+    monkeypatch.setattr(ladder, "check_change", lambda *a, **k: {"kind": "recipe", "ok": True, "max_diff": 0.0})
+    monkeypatch.setattr(ladder, "train_recipe", lambda *a, **k: next(runs))
+    shorter = next(i for i, r in enumerate(RUNGS) if r.name == "2 epochs")
+    rows = ladder.climb(CPU, None, rungs=[0, 1, shorter], log=lambda *a: None)
+    assert [r.kept for r in rows] == [True, True, False]
+    assert ladder.bar(0.9904) == pytest.approx(0.988) and ladder.bar(0.985) == pytest.approx(0.983)
 
 
 def test_a_same_cost_rung_is_kept_on_accuracy_alone(monkeypatch):

@@ -70,12 +70,12 @@ def verdict(row: dict) -> str:
     if row["kept"]:
         return "kept"
     if row.get("same_cost"):  # the same steps: kept only if more accurate on validation (`ladder.keep`)
-        return "not kept (not more accurate on validation)"
+        return "not kept (not a fifth of a point more accurate on validation)"
     paired = (row.get("repeats") or {}).get("verdict")
     if paired and paired != "faster":
         return f"not kept ({paired})"
     if row.get("wall_gain", 0) > 1:
-        return "not kept (validation accuracy)"
+        return "not kept (below the validation bar)"
     return "not kept (faster in its pairs, slower in its full run)" if paired else "not kept (slower)"
 
 
@@ -184,7 +184,8 @@ fused kernels, compilation. These hold for any model; what they buy depends on t
 
 Fewer or larger steps, fewer epochs, a smaller model, and the optimizer settings that let them reach
 the accuracy: these change what is computed, so each one is checked on the validation set, not on the
-first losses. Their gains belong to the task.
+first losses. In today's ladder a faster rung must stay within a fifth of a point of the target (or of
+the article's recipe, where that is lower), one bar for every rung. Their gains belong to the task.
 
 {less}
 
