@@ -189,3 +189,34 @@ def test_the_tf32_rung_runs_only_where_tf32_exists(capability, cc, ok):
     capability(cc)
     reason = unsupported(Recipe(tf32=True), CUDA)
     assert (reason is None) == ok and (ok or "8.0" in reason)
+
+
+def _chapter7_glue(names: list[str]) -> dict:
+    """Chapter 7's summary cell run on measurements shaped like `names` (a CPU's three rows, two GPUs' two)."""
+    import json
+    from pathlib import Path
+
+    from accelbook import pairs
+
+    nb = json.loads((Path(__file__).parents[1] / "notebooks" / "07_scaling.ipynb").read_text())
+    source = next("".join(c["source"]) for c in nb["cells"] if c.get("id") == "4d0f7361")
+    rates = {name: [100.0 * (i + 1) + k for k in range(4)] for i, name in enumerate(names)}
+    measured = {name: {"n": 1 if i != 1 else 2, "gap": 0.001, "gaps": [0.001, -0.001], "alone": 0.01,
+                       "rates": rates[name]} for i, name in enumerate(names)}
+    speedups = {name: pairs.summary(rates[names[0]], rates[name]) for name in names[1:]}
+    glued = {}
+    scope = {"measured": measured, "names": names, "speedups": speedups, "pairs": pairs, "ring_ms": 1.0,
+             "diverged": []}
+    if len(names) > 2:  # the chapter pairs the threads with the processes only where there is a threads row
+        scope["threads_vs_ddp"] = pairs.summary(rates[names[1]], rates[names[2]])
+    exec(source.replace("from accelbook.summary import results", ""), scope | {"results": glued.update})
+    return glued
+
+
+@pytest.mark.parametrize("names", [["1 process x 1 thread", "2 processes x 1 thread", "1 process x 2 threads"],
+                                   ["1 GPU", "2 GPUs"]])
+def test_chapter7_reads_whole_sentences_on_two_gpus_too(names):
+    """On two or more GPUs chapter 7 has no threads row: its prose must not read 'n/a' where a CPU's reads a rate."""
+    glued = _chapter7_glue(names)
+    assert "n/a" not in glued.values() and glued["threads-row"].endswith(".")
+    assert ("threads" in glued["threads-summary"]) and (("GPU" in glued["threads-row"]) == (len(names) == 2))

@@ -81,7 +81,7 @@ PAIRED_GLUE = {
     "04_training": ["bn-step", "relu6-step"],
     "05_profiling": ["loader-paired"],
     "06_optimization": ["cl-paired", "fused-paired", "data-paired", "bf16-paired"],
-    "07_scaling": ["ddp-speedup", "threads-speedup", "threads-vs-ddp"],
+    "07_scaling": ["ddp-speedup"],  # its threads row's two paired results are read in a sentence (below)
     "08_inference": ["int8-speedup"],
     "10_transformer": ["bf16-gain-record", "bf16-gain-live"],
 }
@@ -111,9 +111,21 @@ def test_the_batch_sweep_shows_each_batch_with_its_range():
 # Where the prose glues a paired result and, beside it, its verdict: the two must agree.
 VERDICT_OF = {
     "04_training": [("bn-step", "bn-step-verdict"), ("relu6-step", "relu6-step-verdict")],
-    "07_scaling": [("threads-vs-ddp", "threads-vs-ddp-verdict")],
 }
 RANGE = re.compile(r"\((\d+\.\d{3})–(\d+\.\d{3}),")
+
+
+def test_chapter7_threads_sentences_rest_on_pairs_and_agree_with_their_verdict():
+    """On a CPU chapter 7 glues the threads row as whole sentences (a GPU has no such row): both of its rates
+    are paired results, and the verdict it states is the one the range of the second gives."""
+    glued = stored_glue("07_scaling")
+    for name in ("threads-row", "threads-summary"):
+        found = [int(m[1]) for m in PAGE_TEXT.finditer(glued[name])]
+        assert len(found) == 2 and min(found) >= 3, (name, glued[name])
+        low, high = map(float, RANGE.findall(glued[name])[1])
+        expected = "faster" if low > 1 else "slower" if high < 1 else "within the noise"
+        if min(abs(low - 1), abs(high - 1)) > 0.0005:  # the printed range is rounded to 3 places
+            assert f"({expected})" in glued[name], (name, glued[name])
 
 
 @pytest.mark.parametrize("stem", sorted(VERDICT_OF))
