@@ -219,4 +219,4 @@ def test_chapter7_reads_whole_sentences_on_two_gpus_too(names):
     """On two or more GPUs chapter 7 has no threads row: its prose must not read 'n/a' where a CPU's reads a rate."""
     glued = _chapter7_glue(names)
     assert "n/a" not in glued.values() and glued["threads-row"].endswith(".")
-    assert ("threads" in glued["threads-summary"]) and (("GPU" in glued["threads-row"]) == (len(names) == 2))
+    assert ("threads ran" in glued["threads-summary"]) == ("GPU" not in glued["threads-row"]) == (len(names) == 3)
