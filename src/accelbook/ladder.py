@@ -10,9 +10,9 @@
 
 Each rung applies one change to the best recipe so far and checks its first steps
 against that recipe (the losses must agree as closely as the change allows). Then it
-trains, and it is kept if it is faster and as accurate on the validation split: at
-most a fifth of a point below the target or the article's recipe (rung 0), whichever
-is lower. That bar is fixed for the whole ladder, so the fifths do not add up from
+trains, and it is kept if it is faster and reaches one bar on the validation split:
+a fifth of a point below the target or the article's recipe (rung 0), whichever is
+lower. That bar is fixed for the whole ladder, so the fifths do not add up from
 rung to rung. A rung that changes only the learning-rate schedule or Adam's settings
 runs the same steps, so it is kept if it is more accurate than the recipe it builds
 on by that fifth of a point. A rung that keeps the
@@ -79,7 +79,7 @@ RUNGS = [
          "validation by a fifth of a point"),
     Rung("batch 256", {"batch_size": 256}, "recipe",
          "a quarter of the optimizer steps, each a larger matrix product: faster where the device has "
-         "parallelism to spare (the anchor tuned its peak of 0.01 at batch 256)"),
+         "parallelism to spare (the anchor pairs it with one-cycle at a peak of 0.01)"),
     Rung("channels_last", {"channels_last": True}, "round-off",
          "convolutions in NHWC layout, the one oneDNN and cuDNN's tensor-core kernels prefer"),
     Rung("mixed precision", {"precision": "bf16"}, "round-off",
