@@ -304,8 +304,8 @@ def row_line(row: Row) -> str:
 def keep(wall: float, acc: float, best_wall: float | None, best_acc: float | None,
          verdict: str | None = None, same_cost: bool = False, base_acc: float | None = None) -> bool:
     """Keep a rung that is faster than the best so far (in wall time, and "faster" in its paired repeats
-    where it has a `verdict`) and as accurate on validation: at least `bar(base_acc)`, the lower of the
-    target and the baseline's (`base_acc`, rung 0) less SLACK, the same bar for every rung. Keep a
+    where it has a `verdict`) that reaches `bar(base_acc)` on validation: the lower of the target and the
+    baseline's accuracy (`base_acc`, rung 0), less SLACK, the same bar for every rung. Keep a
     `same_cost` rung (the same steps of the same model) if it is more accurate than the best so far by at
     least SLACK: one run's accuracy moves by a few hundredths between seeds."""
     if best_wall is None:
