@@ -91,6 +91,11 @@ def test_a_rung_faster_in_its_pairs_but_slower_in_its_run_says_both():
     row = {"skipped": None, "kept": False, "repeats": {"verdict": "faster"}, "wall_gain": 0.9}
     assert fastest.verdict(row) == "not kept (faster in its pairs, slower in its full run)"
     assert fastest.verdict(dict(row, repeats=None)) == "not kept (slower)"
+    kept = dict(row, kept=True)  # the pairs decided, the one full run was slower: the page says both
+    assert fastest.verdict(kept) == "kept (faster in every pair; its one full run was slower)"
+    assert fastest.verdict(dict(kept, wall_gain=1.1)) == "kept"
+    # where the pairs decide, a rung faster in them and not kept missed the bar: its full run did not matter
+    assert fastest.verdict(dict(row, wall_decides=False)) == "not kept (below the validation bar)"
 
 
 def test_a_same_cost_rung_not_kept_says_it_was_not_more_accurate():

@@ -95,6 +95,21 @@ def test_keep_rule():
     assert not keep(10.0, 0.9905, 100.0, 0.9911, "slower")
 
 
+def test_the_pairs_decide_a_same_training_rung():
+    # one full run minutes after another is the machine's drift as much as the change: the pairs decide
+    assert keep(120.0, 0.9905, 100.0, 0.9911, "faster")
+    assert not keep(90.0, 0.9905, 100.0, 0.9911, "within the noise")
+    assert not keep(120.0, 0.9800, 100.0, 0.9911, "faster")  # faster, below the bar
+    # a one-time cost (compilation, graph capture, autotuning) is outside the pairs: the full run shows it
+    assert not keep(120.0, 0.9905, 100.0, 0.9911, "faster", pays_once=True)
+    assert keep(90.0, 0.9905, 100.0, 0.9911, "faster", pays_once=True)
+    assert keep(90.0, 0.9905, 100.0, 0.9911, pays_once=True)  # no pairs: the wall time decides
+    assert not keep(90.0, 0.9905, 100.0, 0.9911, "within the noise", pays_once=True)
+    pays = {r.name for r in RUNGS if ladder.pays_once(r.changes)}
+    assert pays == {"cudnn.benchmark", "torch.compile", "CUDA graphs"}
+    assert ladder.pays_once({"compile": ["default", ""], "cuda_graphs": [False, True]})  # a record's changes
+
+
 def test_a_paired_run_is_timed_for_at_least_a_second(data):
     """0.2 epoch of a GPU's rate is milliseconds: the window grows until MIN_STEADY_S is timed."""
     recipe = Recipe(loader="device", batch_size=256)
@@ -254,6 +269,21 @@ def test_the_slack_does_not_add_up_down_the_ladder(monkeypatch):
     rows = ladder.climb(CPU, None, rungs=[0, 1, shorter], log=lambda *a: None)
     assert [r.kept for r in rows] == [True, True, False]
     assert ladder.bar(0.9904) == pytest.approx(0.988) and ladder.bar(0.985) == pytest.approx(0.983)
+
+
+def test_climb_lets_the_pairs_decide_except_for_a_one_time_cost(monkeypatch):
+    """channels_last: faster in every pair, slower in its one full run: kept. torch.compile: the same, but its
+    compilation is outside the pairs, so its slower full run counts: not kept. The record names the rule."""
+    runs = iter([_fake_run(val=0.990, test=0.99, wall=100.0), _fake_run(val=0.990, test=0.99, wall=120.0),
+                 _fake_run(val=0.990, test=0.99, wall=130.0)])
+    monkeypatch.setattr(ladder, "check_change", lambda *a, **k: {"kind": "fp32", "ok": True, "max_diff": 0.0})
+    monkeypatch.setattr(ladder, "train_recipe", lambda *a, **k: next(runs))
+    monkeypatch.setattr(ladder, "paired_rates", lambda *a, **k: ([1.0, 1.0], [2.0, 2.0]))
+    layout, compiled = (next(i for i, r in enumerate(RUNGS) if r.name == n) for n in ("channels_last", "torch.compile"))
+    rows = ladder.climb(CPU, None, rungs=[0, layout, compiled], log=lambda *a: None, repeats=2)
+    assert [r.kept for r in rows] == [True, True, False]
+    assert [r.repeats["verdict"] for r in rows[1:]] == ["faster", "faster"]
+    assert ladder.record(rows, CPU, [], quick=True)["keep_rule"] == ladder.KEEP_RULE
 
 
 def test_a_same_cost_rung_is_kept_on_accuracy_alone(monkeypatch):

@@ -150,7 +150,9 @@ def _check_lm_ladder(rec):
 # The rungs of earlier ladder records: 2026-12-02 and the first of 2026-12-04, before each rung changed one knob;
 # the second of 2026-12-04, whose one-cycle rung also cut the epochs to 2; the third of 2026-12-04, which tried
 # the schedule at 10 epochs before cutting them. These earlier ladders kept a faster rung within SLACK of the
-# best recipe before it (`chained_keep`); today's bar does not move (`ladder.keep`).
+# best recipe before it (`chained_keep`); today's bar does not move (`ladder.keep`). The fourth, the first
+# with today's rungs and bar, also asked a paired rung to be faster in its one full run
+# (`wall_and_pairs_keep`); records with `keep_rule` let the pairs decide.
 EARLIER_RUNGS = ["article recipe", "device-resident data", "batch 256 + one-cycle", "channels_last", "mixed precision",
                  "cudnn.benchmark + TF32", "fused Adam", "torch.compile", "CUDA graphs", "right-sized model"]
 ONE_CYCLE_IN_2_EPOCHS = ["article recipe", "device-resident data", "one-cycle, 2 epochs", "batch 256", "channels_last",
@@ -171,6 +173,18 @@ def chained_keep(wall, acc, best_wall, best_acc, verdict, same_cost):
         return acc >= best_acc + ladder.SLACK
     faster = wall < best_wall and verdict in (None, "faster")
     return faster and (acc >= ladder.TARGET or acc >= best_acc - ladder.SLACK)
+
+
+def wall_and_pairs_keep(wall, acc, best_wall, best_acc, verdict, same_cost, base_acc):
+    """The fourth 2026-12-04 record's rule: today's one bar, but "faster" in its full run as well as its pairs."""
+    from accelbook import ladder
+
+    if best_wall is None:
+        return True
+    if same_cost:
+        return acc >= best_acc + ladder.SLACK
+    faster = wall < best_wall and verdict in (None, "faster")
+    return faster and acc >= ladder.bar(best_acc if base_acc is None else base_acc)
 
 
 def _check_ladder(path, rec):
@@ -200,9 +214,12 @@ def _check_ladder(path, rec):
         verdict = paired["verdict"] if paired else None
         same_cost = ladder.same_cost(s["changes"])
         args = (s["wall_s"], s["val_accuracy"], best_wall, best_acc, verdict, same_cost)
-        if rule is ladder.keep:
-            assert s["kept"] == ladder.keep(*args, base_acc=base_acc), s["rung"]
+        if rule is ladder.keep:  # today's rungs: the rule the record names, or the one before it named any
+            today = {None: wall_and_pairs_keep, ladder.KEEP_RULE: ladder.keep}[rec.get("keep_rule")]
+            extra = {"pays_once": ladder.pays_once(s["changes"])} if today is ladder.keep else {}
+            assert s["kept"] == today(*args, base_acc=base_acc, **extra), s["rung"]
         else:
+            assert "keep_rule" not in rec, "an earlier ladder's record names no rule"
             assert s["kept"] == chained_keep(*args), s["rung"]
         base_acc = s["val_accuracy"] if base_acc is None else base_acc
         if s["kept"]:

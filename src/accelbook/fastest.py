@@ -42,7 +42,8 @@ def rows(record: dict) -> list[dict]:
                "before": best, "rate": rate, "wall": s.get("wall_s"), "quality": quality(s),
                "runs": s.get("seeds") or 1, "kept": bool(s.get("kept")), "skipped": s.get("skipped"),
                "repeats": s.get("repeats"),
-               "same_cost": task == "mnist" and same_cost(s.get("changes") or {})}  # `ladder.keep`'s rule
+               "same_cost": task == "mnist" and same_cost(s.get("changes") or {}),  # `ladder.keep`'s rule
+               "wall_decides": wall_decides(record, s.get("changes") or {})}
         if rate is not None and best is not None:
             row["gain"] = rate / best["rate"]
             row["wall_gain"] = best["wall"] / s["wall_s"]
@@ -51,6 +52,15 @@ def rows(record: dict) -> list[dict]:
         if s.get("kept") and rate is not None:
             best = {"rate": rate, "wall": s["wall_s"], "quality": quality(s)}
     return out
+
+
+def wall_decides(record: dict, changes: dict) -> bool:
+    """Whether a paired rung's one full run had a say in keeping it: in chapter 6's records before they named
+    a `keep_rule` (faster in both), and for a change with a one-time cost the pairs leave out; never in
+    chapter 10's, whose pairs decide alone (`lm.lm_keep`)."""
+    from .ladder import pays_once
+
+    return record["kind"] == "ladder" and (record.get("keep_rule") is None or pays_once(changes))
 
 
 def quality(summary: dict) -> str:
@@ -63,20 +73,24 @@ def quality(summary: dict) -> str:
 
 
 def verdict(row: dict) -> str:
-    """The row's outcome in a few words: skipped and why, kept, or not kept and why (a same-steps rung's
-    accuracy, its paired repeats, its validation accuracy where it was faster, or its wall time)."""
+    """The row's outcome in a few words: skipped and why, kept (and whether its full run disagreed with
+    its pairs), or not kept and why (a same-steps rung's accuracy, its paired repeats, its validation
+    accuracy where it was faster, or its wall time)."""
     if row["skipped"]:
         return row["skipped"].removeprefix("skipped: ")
     if row["kept"]:
-        return "kept"
+        slower = row.get("repeats") and row.get("wall_gain", 1) < 1  # the pairs decide (`ladder.keep`)
+        return "kept (faster in every pair; its one full run was slower)" if slower else "kept"
     if row.get("same_cost"):  # the same steps: kept only if more accurate on validation (`ladder.keep`)
         return "not kept (not a fifth of a point more accurate on validation)"
     paired = (row.get("repeats") or {}).get("verdict")
     if paired and paired != "faster":
         return f"not kept ({paired})"
-    if row.get("wall_gain", 0) > 1:
+    if paired and row.get("wall_decides", True) and row.get("wall_gain", 0) <= 1:
+        return "not kept (faster in its pairs, slower in its full run)"
+    if paired or row.get("wall_gain", 0) > 1:
         return "not kept (below the validation bar)"
-    return "not kept (faster in its pairs, slower in its full run)" if paired else "not kept (slower)"
+    return "not kept (slower)"
 
 
 def gain_text(row: dict) -> str:
@@ -176,7 +190,12 @@ not against the article's; a rung not kept is absent from every row after it. Th
 ## Same training, faster
 
 The same model, data, batch and schedule, run faster: a better data path, memory layout, number format,
-fused kernels, compilation. These hold for any model; what they buy depends on the device.
+fused kernels, compilation. These hold for any model; what they buy depends on the device. Each is
+timed in short runs paired with the recipe before it, and the pairs decide: a change is kept when it was
+faster in every pair, whatever its one full run says, made minutes after the other on a machine whose
+speed drifts. In chapter 6's ladder a change with a one-time cost the pairs leave out (compilation, graph
+capture, autotuning) must also be faster in its full run; chapter 10's ladder judges every change on its
+pairs alone.
 
 {same}
 

@@ -12,17 +12,20 @@ Each rung applies one change to the best recipe so far and checks its first step
 against that recipe (the losses must agree as closely as the change allows). Then it
 trains, and it is kept if it is faster and reaches one bar on the validation split:
 a fifth of a point below the target or the article's recipe (rung 0), whichever is
-lower. That bar is fixed for the whole ladder, so the fifths do not add up from
-rung to rung. A rung that changes only the learning-rate schedule or Adam's settings
-runs the same steps, so it is kept if it is more accurate than the recipe it builds
-on by that fifth of a point. A rung that keeps the
-training the same (not a "recipe" change) is also timed in pairs of short runs
-against the recipe it builds on, in ABBA order (`accelbook.pairs`; --repeats pairs,
-default 4, on CUDA 6). It is kept only if it was faster in every pair; a mixed
-result is "within the noise". The test accuracy is reported once, for the top of the
-ladder. A rung that cannot run on the device is a row saying why. Every rung starts
-from PyTorch's default float32 settings (cuDNN may use TF32 for convolutions,
-matmuls stay full precision) unless the rung changes them.
+lower. That bar is fixed for the whole ladder, so the fifths do not add up from rung
+to rung. A rung that changes only the learning-rate schedule or Adam's settings runs
+the same steps, so it is kept if it is more accurate than the recipe it builds on by
+that fifth of a point. A rung that keeps the training the same (not a "recipe"
+change) is also timed in pairs of short runs against the recipe it builds on, in
+ABBA order (`accelbook.pairs`; --repeats pairs, default 4, on CUDA 6). The pairs
+decide its speed: it is kept only if it was faster in every pair (a mixed result is
+"within the noise"), whatever its one full run, made minutes apart from the run it
+is compared with, says. A change with a one-time cost that the pairs' steady rates
+leave out (torch.compile, CUDA graphs, cudnn.benchmark's autotuning) must be faster
+in its full run too. The test accuracy is reported once, for the top of the ladder.
+A rung that cannot run on the device is a row saying why. Every rung starts from
+PyTorch's default float32 settings (cuDNN may use TF32 for convolutions, matmuls
+stay full precision) unless the rung changes them.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ from .recipes import (
 ARTICLE = Recipe()  # rung 0: chapter 4's recipe (DataLoader over PIL images, batch 64, Adam 1e-3, 10 epochs, fp32)
 TARGET = 0.99       # accuracy the book's fastest recipe must reach (test, mean over 5 seeds); rungs: validation
 SLACK = 0.002       # a faster rung may fall this far below min(TARGET, rung 0) on validation and still be kept
+KEEP_RULE = "one bar; pairs decide"  # in each record: the rule that kept its rungs (`keep`)
 TASKS = ("mnist", "shakespeare")  # --task: chapter 6's ladder, or chapter 10's (accelbook.lm)
 PRECISIONS = ("auto", "bf16", "fp16")  # --precision: the mixed-precision rung's format ("auto": bf16 where native)
 REPEAT_EPOCHS = 0.2   # the length of each paired run (at least MIN_REPEAT_STEPS steps and MIN_STEADY_S timed)
@@ -104,11 +108,18 @@ RUNGS = [
          "a quarter fewer steps, if the accuracy holds"),
 ]
 SAME_COST = frozenset({"betas", "lr", "schedule"})  # a rung changing only these runs the same steps: judged on accuracy
+PAYS_ONCE = frozenset({"compile", "cuda_graphs", "cudnn_benchmark"})  # one-time costs the pairs leave out
 
 
 def same_cost(changes: dict) -> bool:
     """True for a rung's `changes` that leave the steps and the model as they were (only SAME_COST fields)."""
     return bool(changes) and set(changes) <= SAME_COST
+
+
+def pays_once(changes: dict) -> bool:
+    """True for `changes` with a one-time cost (compilation, graph capture, autotuning: PAYS_ONCE fields)
+    outside the paired runs' steady window, so that only a full run's wall time shows it."""
+    return bool(set(changes) & PAYS_ONCE)
 
 # The book's fastest recipe: the rungs kept in the book's CPU record of 2026-12-02 (data path, batch and
 # schedule, channels_last, bf16, the right-sized model; that ladder changed several fields per rung, which
@@ -209,9 +220,9 @@ def climb(device: torch.device, data: Data, rungs: list[int] | None = None, seed
     `epochs_scale` shortens every run's epochs (the quick profile; the recipes themselves keep theirs);
     `precision` picks the mixed-precision rung's format (`mixed_precision`). With `repeats` > 1 a
     same-training rung's rate is also timed in that many short runs paired with the recipe it builds on
-    (`paired_rates`). A rung is kept (`keep`) when it is faster (in wall time, and in every pair where
-    there are repeats) and as accurate on the validation split; the next rung builds on the best
-    recipe kept so far.
+    (`paired_rates`). A rung is kept (`keep`) when it is faster (in every pair where there are
+    repeats, else in wall time; a `pays_once` rung in both) and reaches the validation bar; the next
+    rung builds on the best recipe kept so far.
     """
     device = torch.device(device)
     chosen = set(range(len(RUNGS)) if rungs is None else rungs)
@@ -229,7 +240,8 @@ def climb(device: torch.device, data: Data, rungs: list[int] | None = None, seed
             s = row.summary()
             verdict = row.repeats["verdict"] if row.repeats else None
             row.kept = keep(s["wall_s"], s["val_accuracy"], best_wall, best_acc, verdict,
-                            same_cost=same_cost(rung.changes), base_acc=base_acc)
+                            same_cost=same_cost(rung.changes), base_acc=base_acc,
+                            pays_once=pays_once(rung.changes))
             base_acc = s["val_accuracy"] if base_acc is None else base_acc
             if row.kept:
                 best, best_wall, best_acc = recipe, s["wall_s"], s["val_accuracy"]
@@ -302,17 +314,21 @@ def row_line(row: Row) -> str:
 
 
 def keep(wall: float, acc: float, best_wall: float | None, best_acc: float | None,
-         verdict: str | None = None, same_cost: bool = False, base_acc: float | None = None) -> bool:
-    """Keep a rung that is faster than the best so far (in wall time, and "faster" in its paired repeats
-    where it has a `verdict`) that reaches `bar(base_acc)` on validation: the lower of the target and the
-    baseline's accuracy (`base_acc`, rung 0), less SLACK, the same bar for every rung. Keep a
+         verdict: str | None = None, same_cost: bool = False, base_acc: float | None = None,
+         pays_once: bool = False) -> bool:
+    """Keep a rung that is faster than the best so far and reaches `bar(base_acc)` on validation: the
+    lower of the target and the baseline's accuracy (`base_acc`, rung 0), less SLACK, the same bar for
+    every rung. "Faster" is its paired repeats' `verdict` where it has one (one full run against another
+    made minutes before is the machine's drift as much as the change), and its wall time where it has
+    none; a `pays_once` rung (a one-time cost the pairs leave out) must be faster in both. Keep a
     `same_cost` rung (the same steps of the same model) if it is more accurate than the best so far by at
     least SLACK: one run's accuracy moves by a few hundredths between seeds."""
     if best_wall is None:
         return True  # the first rung run is the baseline the others build on
     if same_cost:
         return acc >= best_acc + SLACK
-    faster = wall < best_wall and verdict in (None, "faster")
+    by_wall = wall < best_wall
+    faster = by_wall if verdict is None else verdict == "faster" and (by_wall or not pays_once)
     return faster and acc >= bar(best_acc if base_acc is None else base_acc)
 
 
@@ -335,7 +351,8 @@ def record(rows: list[Row], device: torch.device, argv: list[str], quick: bool) 
     for s, row in zip(summaries, rows, strict=True):
         s["adam"] = adam_implementation(row.recipe, device)  # print what was chosen
     top = next((r for r in reversed(rows) if r.kept), None)
-    return {"provenance": prov, "kind": "ladder", "quick": quick, "target": TARGET, "rungs": summaries,
+    return {"provenance": prov, "kind": "ladder", "quick": quick, "target": TARGET, "keep_rule": KEEP_RULE,
+            "rungs": summaries,
             "top": top.test_report() if top else None,
             "recipes": {r.rung: _jsonable(asdict(r.recipe)) for r in rows}}
 
