@@ -205,8 +205,11 @@ def _chapter7_glue(names: list[str]) -> dict:
                        "rates": rates[name]} for i, name in enumerate(names)}
     speedups = {name: pairs.summary(rates[names[0]], rates[name]) for name in names[1:]}
     glued = {}
+    history = [{"test_accuracy": 0.9 + 0.01 * e} for e in range(2)]  # two epochs of each learning-rate run
+    lr_results = {name: {"history": history} for name in ("64", "256", "256 x4", "512 x8")}
     scope = {"measured": measured, "names": names, "speedups": speedups, "pairs": pairs, "ring_ms": 1.0,
-             "diverged": []}
+             "diverged": [], "lr_results": lr_results, "grad_bytes": 1_041_192, "big_bytes": 2 * 10**9,
+             "torch": torch}
     if len(names) > 2:  # the chapter pairs the threads with the processes only where there is a threads row
         scope["threads_vs_ddp"] = pairs.summary(rates[names[1]], rates[names[2]])
     exec(source.replace("from accelbook.summary import results", ""), scope | {"results": glued.update})
@@ -220,3 +223,5 @@ def test_chapter7_reads_whole_sentences_on_two_gpus_too(names):
     glued = _chapter7_glue(names)
     assert "n/a" not in glued.values() and glued["threads-row"].endswith(".")
     assert ("threads ran" in glued["threads-summary"]) == ("GPU" not in glued["threads-row"]) == (len(names) == 3)
+    assert glued["lr-final"].endswith(".") and glued["lr-x4-gaps"].count("points") == 2
+    assert glued["first-bucket"] == f"{torch.distributed._DEFAULT_FIRST_BUCKET_BYTES:,} bytes"
