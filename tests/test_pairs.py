@@ -6,6 +6,7 @@ import json
 import re
 
 import pytest
+import torch
 
 from accelbook import pairs
 from bookfacts import ROOT, stored_glue
@@ -136,3 +137,33 @@ def test_glued_verdicts_agree_with_their_ranges(stem):
         expected = "faster" if low > 1 else "slower" if high < 1 else "within the noise"
         if min(abs(low - 1), abs(high - 1)) > 0.0005:  # the printed range is rounded to 3 places
             assert glued[verdict] == expected, (value, glued[value], glued[verdict])
+
+
+
+def _tiny_run(steps: int):
+    """A seed-0 linear model on 3 fixed batches, wrapped by `training_run`: (run, model)."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    batches = [(torch.randn(8, 4), torch.randint(0, 2, (8,))) for _ in range(3)]
+    run = pairs.training_run(model, optimizer, torch.nn.CrossEntropyLoss(), batches, "cpu", steps)
+    return run, model
+
+
+def test_a_training_run_warms_up_then_trains_its_steps_per_call_across_epochs():
+    run, model = _tiny_run(steps=2)
+    warmed = model.weight._version  # each optimizer step bumps the weight's version once
+    assert run(0) > 0 and model.weight._version - warmed == 2  # two steps, not the 3-batch epoch
+    run(1), run(2)  # 4 more steps over 3 batches: the stream goes on into the next epochs
+    assert model.weight._version - warmed == 6
+
+
+def test_two_training_runs_from_one_seed_end_equal_when_paired():
+    (a, model_a), (b, model_b) = _tiny_run(steps=2), _tiny_run(steps=2)
+    pairs.paired(a, b, repeats=2)
+    assert all(torch.equal(x, y) for x, y in zip(model_a.parameters(), model_b.parameters(), strict=True))
+
+
+def test_a_training_run_of_no_steps_is_refused():
+    with pytest.raises(ValueError, match="at least 1"):
+        _tiny_run(steps=0)

@@ -8,8 +8,13 @@ way everywhere.
 
 from __future__ import annotations
 
+import itertools
 import statistics
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
+
+from .loaders import endless
+from .train import train_one_epoch
 
 # Even numbers of pairs: in ABBA order half the pairs then run each side first, so a steady drift of the
 # machine moves half the ratios up and half down and leaves their median alone. A change that does nothing
@@ -38,6 +43,25 @@ def paired(before: Callable[[int], float], after: Callable[[int], float],
         for run, out in sides if i % 2 == 0 else reversed(sides):
             out.append(run(i))
     return rates
+
+
+def training_run(model, optimizer, loss_fn, batches: Iterable, device, steps: int,
+                 average=None) -> Callable[[int], float]:
+    """A side for `paired`: each call trains `steps` more steps of `batches` (epoch after epoch) and
+    returns steps per second; a first, untimed call here is the warm-up (memory, kernel choice)."""
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, not {steps}")
+    stream = endless(batches)
+
+    def run(_: int = 0) -> float:
+        start = time.perf_counter()
+        # train_one_epoch ends with .item(), which waits for the device: the steps are done
+        train_one_epoch(model, itertools.islice(stream, steps), optimizer, loss_fn, device,
+                        average=average)
+        return steps / (time.perf_counter() - start)
+
+    run()
+    return run
 
 
 def verdict(ratios: list[float]) -> str:
