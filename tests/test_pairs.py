@@ -79,11 +79,12 @@ def test_a_pair_that_measured_nothing_reads_not_measured_and_stays_valid_json():
 # The chapters' own comparisons that their prose interprets, by the name each glues: every one of them a
 # paired result in the page's format (median, range, number of pairs), not one run of each side.
 PAIRED_GLUE = {
-    "04_training": ["bn-step", "relu6-step"],
+    "04_training": ["bn-step", "relu6-step", "avg-step", "loader-workers", "loader-persistent"],
     "05_profiling": ["loader-paired"],
     "06_optimization": ["cl-paired", "fused-paired", "data-paired", "bf16-paired"],
     "07_scaling": ["ddp-speedup"],  # its threads row's two paired results are read in a sentence (below)
     "08_inference": ["int8-speedup"],
+    "09_robustness": ["aug-step", "adv-cost"],
     "10_transformer": ["bf16-gain-record", "bf16-gain-live"],
 }
 PAGE_TEXT = re.compile(r"\d+\.\d\d× \(\d+\.\d{3}–\d+\.\d{3}, (\d+) pairs\)")
@@ -111,7 +112,9 @@ def test_the_batch_sweep_shows_each_batch_with_its_range():
 
 # Where the prose glues a paired result and, beside it, its verdict: the two must agree.
 VERDICT_OF = {
-    "04_training": [("bn-step", "bn-step-verdict"), ("relu6-step", "relu6-step-verdict")],
+    "04_training": [("bn-step", "bn-step-verdict"), ("relu6-step", "relu6-step-verdict"),
+                    ("avg-step", "avg-step-verdict"), ("loader-workers", "loader-workers-verdict")],
+    "09_robustness": [("aug-step", "aug-step-verdict")],
 }
 RANGE = re.compile(r"\((\d+\.\d{3})–(\d+\.\d{3}),")
 
@@ -138,6 +141,13 @@ def test_glued_verdicts_agree_with_their_ranges(stem):
         if min(abs(low - 1), abs(high - 1)) > 0.0005:  # the printed range is rounded to 3 places
             assert glued[verdict] == expected, (value, glued[value], glued[verdict])
 
+
+def test_chapter4_reads_persistent_workers_by_their_pairs():
+    """The sentence on `persistent_workers` opens with the verdict its pairs' range gives."""
+    glued = stored_glue("04_training")
+    low, high = map(float, RANGE.search(glued["loader-persistent"]).groups())
+    expected = "faster" if low > 1 else "slower" if high < 1 else "within the noise"
+    assert glued["loader-persistent-reading"].startswith(expected), glued["loader-persistent-reading"]
 
 
 def _tiny_run(steps: int):
