@@ -80,3 +80,15 @@ def test_no_progress_widgets_stored(path):
     models = state.get("application/vnd.jupyter.widget-state+json", {}).get("state", {}).values()
     bars = sum(m.get("model_name") == "FloatProgressModel" for m in models)
     assert not bars, f"{bars} progress-bar widgets stored"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_saved_widget_view_has_its_state(path):
+    """A widget view in an output renders on the site only with its model in the notebook's saved state."""
+    nb = json.loads(path.read_text())
+    state = nb["metadata"].get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {})
+    views = [o["data"]["application/vnd.jupyter.widget-view+json"]["model_id"]
+             for c in _code_cells(path) for o in c.get("outputs", [])
+             if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    missing = [v for v in views if v not in state.get("state", {})]
+    assert not missing, f"widget views without saved state: {missing}"
