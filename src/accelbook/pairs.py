@@ -3,18 +3,27 @@
 Both ladders (chapter 6's and chapter 10's) and the chapters' own comparisons time a change
 this way: `paired` runs the two sides in turn, `summary` keeps the rates, each pair's ratio,
 their median and whether the change is outside the noise, and `text` prints them the same
-way everywhere.
+way everywhere. A chapter times training steps with `TrainingRun` sides (`recipe_run` makes the
+book's recipe) and `paired_training`, which gives both sides one step count, enough for
+MIN_STEADY_S a run.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import statistics
 import time
 from collections.abc import Callable, Iterable
 
+import torch
+from torch import nn
+
+from .config import quick
 from .loaders import endless
-from .train import train_one_epoch
+from .models import ConvNet
+from .seed import set_seed
+from .train import train_one_epoch, weight_average
 
 # Even numbers of pairs: in ABBA order half the pairs then run each side first, so a steady drift of the
 # machine moves half the ratios up and half down and leaves their median alone. A change that does nothing
@@ -23,6 +32,7 @@ from .train import train_one_epoch
 REPEATS = 4        # pairs by default where a run takes seconds to minutes (a CPU): 1 in 16
 REPEATS_CUDA = 6   # pairs by default on a GPU, where short runs are cheaper: 1 in 64
 MIN_STEADY_S = 1.0  # each paired run times at least this long (a GPU runs a short window in milliseconds)
+MAX_LENGTHENINGS = 3  # paired_training's untimed calls at most, each at a longer step count
 
 
 def default_repeats(device_type: str) -> int:
@@ -45,23 +55,73 @@ def paired(before: Callable[[int], float], after: Callable[[int], float],
     return rates
 
 
-def training_run(model, optimizer, loss_fn, batches: Iterable, device, steps: int,
-                 average=None) -> Callable[[int], float]:
-    """A side for `paired`: each call trains `steps` more steps of `batches` (epoch after epoch) and
-    returns steps per second; a first, untimed call here is the warm-up (memory, kernel choice)."""
-    if steps < 1:
-        raise ValueError(f"steps must be at least 1, not {steps}")
-    stream = endless(batches)
+class TrainingRun:
+    """A side for `paired`: each call trains `steps` more steps of `batches` (epoch after epoch) and returns
+    steps per second. Making one runs a first, untimed call: the warm-up (memory, kernel choice)."""
 
-    def run(_: int = 0) -> float:
+    def __init__(self, model, optimizer, loss_fn, batches: Iterable, device, steps: int, average=None):
+        if steps < 1:
+            raise ValueError(f"steps must be at least 1, not {steps}")
+        self.model, self.optimizer, self.loss_fn, self.device = model, optimizer, loss_fn, device
+        self.steps, self.average, self.trained = steps, average, 0
+        self.stream = endless(batches)
+        self.rate = self()  # the warm-up; `rate` is always the latest call's steps per second
+
+    def __call__(self, _: int = 0) -> float:
+        """Train `steps` more steps; return steps per second."""
         start = time.perf_counter()
         # train_one_epoch ends with .item(), which waits for the device: the steps are done
-        train_one_epoch(model, itertools.islice(stream, steps), optimizer, loss_fn, device,
-                        average=average)
-        return steps / (time.perf_counter() - start)
+        train_one_epoch(self.model, itertools.islice(self.stream, self.steps), self.optimizer,
+                        self.loss_fn, self.device, average=self.average)
+        self.rate = self.steps / max(time.perf_counter() - start, 1e-9)
+        self.trained += self.steps
+        return self.rate
 
-    run()
-    return run
+
+def recipe_run(device, batches, steps: int, averaged: bool = False, seed: int = 0,
+               **model_kwargs) -> TrainingRun:
+    """A `TrainingRun` of the book's recipe from `seed`: ConvNet(**model_kwargs), Adam at 1e-3, cross-entropy
+    loss (and a weight average when `averaged`); `batches` may be a function of the model that makes them."""
+    set_seed(seed)
+    model = ConvNet(**model_kwargs).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    feed = batches(model) if callable(batches) else batches
+    average = weight_average(model) if averaged else None
+    return TrainingRun(model, optimizer, nn.CrossEntropyLoss(), feed, device, steps, average)
+
+
+def paired_training(before: TrainingRun, after: TrainingRun, repeats: int = REPEATS,
+                    min_seconds: float | None = None) -> tuple[list[float], list[float]]:
+    """`paired` for two training runs at one step count, raised until each run lasts about `min_seconds`
+    (default MIN_STEADY_S; a tenth of it in the quick profile, a smoke run).
+
+    Both sides always train the same steps (two runs from one seed stay comparable): the count grows for
+    both, and each untimed call that measures a steady rate runs on both."""
+    if before.steps != after.steps:
+        raise ValueError(f"the two runs must start at one step count, not {before.steps} and {after.steps}")
+    if min_seconds is None:
+        min_seconds = MIN_STEADY_S / 10 if quick() else MIN_STEADY_S
+    sides = (before, after)
+    for _ in range(MAX_LENGTHENINGS):
+        if not needs_steady_call(sides, min_seconds):
+            break
+        steps = lengthened(before.steps, max(side.rate for side in sides), min_seconds)
+        for side in sides:
+            side.steps = steps
+            side()  # untimed: a steady rate at the new count
+    return paired(before, after, repeats)
+
+
+def needs_steady_call(sides, min_seconds: float) -> bool:
+    """True when a side's latest call lasted under `min_seconds`, or ran on an accelerator, whose warm-up
+    (lazy loading, autotuning) says little about its steady rate; on a CPU a long warm-up is steady enough."""
+    return any(side.steps / side.rate < min_seconds
+               or (side.trained == side.steps and torch.device(side.device).type != "cpu") for side in sides)
+
+
+def lengthened(steps: int, rate: float, min_seconds: float) -> int:
+    """The step count that lasts about 1.1 x `min_seconds` at `rate` steps/s, and never fewer than `steps`."""
+    return max(steps, math.ceil(1.1 * min_seconds * min(rate, 1e9)))
 
 
 def verdict(ratios: list[float]) -> str:
