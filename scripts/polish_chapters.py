@@ -110,7 +110,7 @@ FIGURES: dict[str, dict[str, tuple[str, str]]] = {
             "Horizontal stacked bars, one per input pipeline (the article's DataLoader with PIL, and chapter "
             "4's device-resident loader), in milliseconds per training step at batch 64, split into the "
             "phases data, copy, forward, backward and optimizer; a black tick on each bar marks the whole step "
-            "timed without synchronisation inside."),
+            "timed without synchronization inside."),
         "5c974e36": (
             "Step time and throughput of one training step against batch size.",
             "Two log-log line plots against batch size. Left: milliseconds per training step, measured, beside "
@@ -173,7 +173,7 @@ FIGURES: dict[str, dict[str, tuple[str, str]]] = {
             "Gen5; the two lines nearly coincide, stay above 90 percent within one node and fall to about half "
             "at 1024 GPUs, with the region across nodes shaded. Middle: milliseconds per all-reduce by part on "
             "log-log axes: the latency rises with the number of nodes to about 1 ms; the bytes over NVLink stay "
-            "flat; the bytes over the network appear past 8 GPUs, a few microseconds for this CNN's 1.04 MB "
+            "flat; the bytes over the network appear past 8 GPUs, a few microseconds for this CNN's gradients (about 1 MB) "
             "and, for 2 GB, below the NVLink part at 16 and 32 GPUs and above it from 64. Right: latency steps per all-reduce on log-log axes: NCCL's "
             "ring through every GPU rises to about 2,000, the two-level ring to about 270, NCCL's tree and "
             "NVLS tree stay below 30."),

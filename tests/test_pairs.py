@@ -203,12 +203,21 @@ def test_paired_training_refuses_two_step_counts():
 
 
 def test_a_steady_call_follows_a_short_run_or_an_accelerators_warm_up():
-    side = lambda device, steps, rate, trained: SimpleNamespace(  # noqa: E731
-        device=device, steps=steps, rate=rate, trained=trained)
-    assert not pairs.needs_steady_call([side("cpu", 100, 30.0, 100)], 1.0)     # 3.3 s on a CPU
-    assert pairs.needs_steady_call([side("cpu", 100, 300.0, 100)], 1.0)        # 0.33 s
-    assert pairs.needs_steady_call([side("cuda", 100, 30.0, 100)], 1.0)        # a GPU's warm-up alone
-    assert not pairs.needs_steady_call([side("cuda", 100, 30.0, 200)], 1.0)    # after its steady call
+    side = lambda device, steps, rate, calls: SimpleNamespace(  # noqa: E731
+        device=device, steps=steps, rate=rate, calls=calls)
+    assert not pairs.needs_steady_call([side("cpu", 100, 30.0, 1)], 1.0)     # 3.3 s on a CPU
+    assert pairs.needs_steady_call([side("cpu", 100, 300.0, 1)], 1.0)        # 0.33 s
+    assert pairs.needs_steady_call([side("cuda", 100, 30.0, 1)], 1.0)        # a GPU's warm-up alone
+    assert not pairs.needs_steady_call([side("cuda", 100, 30.0, 2)], 1.0)    # after its steady call
+
+
+def test_a_training_run_counts_its_calls_from_the_warm_up():
+    """`calls` is what tells the warm-up from a steady call, whatever the step counts were."""
+    (run, _) = _tiny_run(steps=2)
+    assert run.calls == 1
+    run.steps = run.trained  # a count that equals the steps trained so far is not a warm-up
+    run()
+    assert run.calls == 2 and not pairs.needs_steady_call([run], 0.0)
 
 
 def test_a_lengthened_run_lasts_a_tenth_more_than_asked_and_never_shrinks():
@@ -234,10 +243,13 @@ def test_recipe_runs_from_one_seed_end_bit_equal_and_may_build_their_feed_from_t
     batches = [(torch.randn(4, 1, 28, 28), torch.randint(0, 10, (4,))) for _ in range(2)]
     seen = []
     a = pairs.recipe_run("cpu", batches, steps=1)
-    b = pairs.recipe_run("cpu", lambda model: seen.append(model) or batches, steps=1)
+    b = pairs.recipe_run("cpu", None, steps=1,
+                         feed_from_model=lambda model: seen.append(model) or batches)
     pairs.paired_training(a, b, repeats=2, min_seconds=0.0)
     assert seen == [b.model] and b.average is None
     assert all(torch.equal(x, y) for x, y in zip(a.model.parameters(), b.model.parameters(), strict=True))
+    with pytest.raises(ValueError, match="either batches or feed_from_model"):
+        pairs.recipe_run("cpu", batches, steps=1, feed_from_model=lambda model: batches)
     averaged = pairs.recipe_run("cpu", batches, steps=1, averaged=True, batchnorm=True)
     assert averaged.average is not None and any(
         isinstance(m, torch.nn.BatchNorm2d) for m in averaged.model.modules()

@@ -51,12 +51,7 @@ GLUE = re.compile(r"\{glue:text\}`([\w-]+)(?::[^`]*)?`")
 # Long cells (over DRAWING_LINES lines) that draw a figure but whose measurement is the lesson, shown whole.
 DRAWING_LINES = 20
 DRAWN_AND_TAUGHT = {
-    ("01_why_gpus", "93da8db9"),      # the roofline: each operation's FLOPs and bytes, counted in the cell
-    ("03_article_model", "046f73e0"),  # the batch-statistics experiment
-    ("05_profiling", "e4478a42"),      # the memory profiler's call
     ("08_inference", "2dacd717"),      # the command run on sample images (the figure is a typed digit)
-    ("10_transformer", "def6fc38"),    # attention's memory, measured against its formula
-    ("10_transformer", "9880c19c"),    # the book's recipe trained, with its loss curve
 }
 # a decimal figure with a unit: what a measurement prints (a count such as "28 × 28" has no decimals)
 TYPED_FIGURE = re.compile(r"(?<![\w.])\d[\d,]*\.\d+\s{0,2}(?:×|x\b|times\b|%|[nµμm]?s\b|(?:milli|micro)?seconds?\b|"
@@ -69,8 +64,6 @@ NOT_MEASURED = {
     "06_optimization": {"99.0%", "99.04%", "0.76 s",       # the target; the anchor's cited result;
                         "0.2 points"},                     # what the old ladder's rule allowed
     "07_scaling": {"1.9 µs", "2.5 µs", "4.0 µs", "3.4 µs"},  # NCCL's tuner constants, cited
-    "10_transformer": {"0.165 TFLOP/s", "2.6 times"},      # read from the committed lm record printed
-                                                           # above (to be glued at the chapter's next run)
     "article": {"1.5 times"},                              # the article's claim, translated
     "errata": {"1.5×", "4.8 TB/s"},                        # the article's claim; the H200's, cited
     "intro": {"1.1 MB"},                                   # the size of a dataset file
@@ -86,9 +79,15 @@ def cells(path: Path) -> list[dict]:
 
 
 def prose(path: Path) -> str:
-    """The chapter's markdown, code spans and fenced code left out."""
+    """The chapter's markdown and its figures' captions and alt text, code spans and fenced code left out."""
     text = "\n\n".join(c["source"] for c in cells(path) if c["cell_type"] == "markdown")
-    return strip_code(text)
+    return strip_code(text + "\n\n" + "\n\n".join(figure_text(c) for c in cells(path)))
+
+
+def figure_text(cell: dict) -> str:
+    """A figure cell's caption and alt text (MyST-NB cell metadata), which the page shows as prose."""
+    mystnb = cell.get("metadata", {}).get("mystnb", {})
+    return "\n\n".join(filter(None, [mystnb.get("figure", {}).get("caption"), mystnb.get("image", {}).get("alt")]))
 
 
 def strip_code(text: str) -> str:

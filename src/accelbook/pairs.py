@@ -63,7 +63,7 @@ class TrainingRun:
         if steps < 1:
             raise ValueError(f"steps must be at least 1, not {steps}")
         self.model, self.optimizer, self.loss_fn, self.device = model, optimizer, loss_fn, device
-        self.steps, self.average, self.trained = steps, average, 0
+        self.steps, self.average, self.trained, self.calls = steps, average, 0, 0
         self.stream = endless(batches)
         self.rate = self()  # the warm-up; `rate` is always the latest call's steps per second
 
@@ -75,17 +75,20 @@ class TrainingRun:
                         self.loss_fn, self.device, average=self.average)
         self.rate = self.steps / max(time.perf_counter() - start, 1e-9)
         self.trained += self.steps
+        self.calls += 1
         return self.rate
 
 
-def recipe_run(device, batches, steps: int, averaged: bool = False, seed: int = 0,
-               **model_kwargs) -> TrainingRun:
+def recipe_run(device, batches: Iterable | None, steps: int, averaged: bool = False, seed: int = 0,
+               feed_from_model: Callable | None = None, **model_kwargs) -> TrainingRun:
     """A `TrainingRun` of the book's recipe from `seed`: ConvNet(**model_kwargs), Adam at 1e-3, cross-entropy
-    loss (and a weight average when `averaged`); `batches` may be a function of the model that makes them."""
+    loss (and a weight average when `averaged`), fed `batches` or, instead, `feed_from_model(model)`."""
+    if (batches is None) == (feed_from_model is None):
+        raise ValueError("give recipe_run either batches or feed_from_model, not both or neither")
     set_seed(seed)
     model = ConvNet(**model_kwargs).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    feed = batches(model) if callable(batches) else batches
+    feed = batches if feed_from_model is None else feed_from_model(model)
     average = weight_average(model) if averaged else None
     return TrainingRun(model, optimizer, nn.CrossEntropyLoss(), feed, device, steps, average)
 
@@ -116,7 +119,7 @@ def needs_steady_call(sides, min_seconds: float) -> bool:
     """True when a side's latest call lasted under `min_seconds`, or ran on an accelerator, whose warm-up
     (lazy loading, autotuning) says little about its steady rate; on a CPU a long warm-up is steady enough."""
     return any(side.steps / side.rate < min_seconds
-               or (side.trained == side.steps and torch.device(side.device).type != "cpu") for side in sides)
+               or (side.calls == 1 and torch.device(side.device).type != "cpu") for side in sides)
 
 
 def lengthened(steps: int, rate: float, min_seconds: float) -> int:
