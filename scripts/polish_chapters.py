@@ -53,13 +53,13 @@ FIGURES: dict[str, dict[str, tuple[str, str]]] = {
             "stars labelled conv1 to conv4 and fc are the CNN's layers; red diamonds are ReLU, max pool and "
             "the Adam step, far left on the bandwidth slope."),
         "9479a38c": (
-            "The roofline redrawn with a third roof: the rate of the fastest layer, which every direct "
-            "convolution reached.",
-            "Log-log roofline plot, TFLOP/s against arithmetic intensity in FLOP per byte, with three roofs: "
-            "fp32 best matmul, bf16 best matmul and fp32 best of any kernel, the last between the other two. "
-            "Matmul points in fp32 and bf16, black stars for the layers conv1 to conv4 and fc, with conv2 to "
-            "conv4 above the fp32 matmul roof and at or under the new one, and red diamonds for ReLU, max "
-            "pool and the Adam step low on the bandwidth slope."),
+            "Drawn only when a layer stayed above the fp32 matmul roof in all its repeats and every "
+            "convolution was direct: the roofline with a third roof, the fastest layer's rate.",
+            "Log-log roofline plot, TFLOP/s against arithmetic intensity in FLOP per byte, with the measured "
+            "roofs and a third, fp32 best of any kernel: the fastest layer's rate, above the fp32 matmul "
+            "roof. Matmul points per format, black stars for the layers conv1 to conv4 and fc, the layers "
+            "that crossed the fp32 matmul roof at or under the new one, and red diamonds for ReLU, max pool "
+            "and the Adam step low on the bandwidth slope."),
     },
     "03_article_model": {
         "046f73e0": (

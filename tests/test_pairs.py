@@ -116,6 +116,7 @@ VERDICT_OF = {
     "04_training": [("bn-step", "bn-step-verdict"), ("relu6-step", "relu6-step-verdict"),
                     ("avg-step", "avg-step-verdict"), ("loader-workers", "loader-workers-verdict")],
     "09_robustness": [("aug-step", "aug-step-verdict")],
+    "10_transformer": [("bf16-gain-live", "bf16-verdict-live")],
 }
 RANGE = re.compile(r"\((\d+\.\d{3})–(\d+\.\d{3}),")
 
@@ -212,11 +213,15 @@ def test_a_steady_call_follows_a_short_run_or_an_accelerators_warm_up():
 
 
 def test_a_training_run_counts_its_calls_from_the_warm_up():
-    """`calls` is what tells the warm-up from a steady call, whatever the step counts were."""
+    """`calls` tells the warm-up from a steady call, whatever the step counts were: an accelerator's run
+    gets a steady call after its warm-up, and not after one, even when its steps equal the steps trained."""
     (run, _) = _tiny_run(steps=2)
     assert run.calls == 1
-    run.steps = run.trained  # a count that equals the steps trained so far is not a warm-up
+    run.device = "cuda"  # only the device's type is read
+    assert pairs.needs_steady_call([run], 0.0)
+    run.device = "cpu"
     run()
+    run.device, run.steps = "cuda", run.trained
     assert run.calls == 2 and not pairs.needs_steady_call([run], 0.0)
 
 
@@ -250,6 +255,8 @@ def test_recipe_runs_from_one_seed_end_bit_equal_and_may_build_their_feed_from_t
     assert all(torch.equal(x, y) for x, y in zip(a.model.parameters(), b.model.parameters(), strict=True))
     with pytest.raises(ValueError, match="either batches or feed_from_model"):
         pairs.recipe_run("cpu", batches, steps=1, feed_from_model=lambda model: batches)
+    with pytest.raises(ValueError, match="either batches or feed_from_model"):
+        pairs.recipe_run("cpu", None, steps=1)
     averaged = pairs.recipe_run("cpu", batches, steps=1, averaged=True, batchnorm=True)
     assert averaged.average is not None and any(
         isinstance(m, torch.nn.BatchNorm2d) for m in averaged.model.modules()

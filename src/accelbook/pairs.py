@@ -116,8 +116,9 @@ def paired_training(before: TrainingRun, after: TrainingRun, repeats: int = REPE
 
 
 def needs_steady_call(sides, min_seconds: float) -> bool:
-    """True when a side's latest call lasted under `min_seconds`, or ran on an accelerator, whose warm-up
-    (lazy loading, autotuning) says little about its steady rate; on a CPU a long warm-up is steady enough."""
+    """True when a side's latest call lasted under `min_seconds`, or when, on an accelerator, only its warm-up
+    has run (`calls == 1`): that says little about its steady rate (lazy loading, autotuning); on a CPU a long
+    warm-up is steady enough."""
     return any(side.steps / side.rate < min_seconds
                or (side.calls == 1 and torch.device(side.device).type != "cpu") for side in sides)
 
