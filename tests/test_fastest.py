@@ -88,12 +88,14 @@ def test_a_faster_rung_not_kept_says_it_fell_short_on_validation():
 
 
 def test_a_rung_faster_in_its_pairs_but_slower_in_its_run_says_both():
-    row = {"skipped": None, "kept": False, "repeats": {"verdict": "faster"}, "wall_gain": 0.9}
-    assert fastest.verdict(row) == "not kept (faster in its pairs, slower in its full run)"
+    row = {"skipped": None, "kept": False, "repeats": {"verdict": "faster"}, "wall_gain": 0.9, "runs": 1}
+    assert fastest.verdict(row) == "not kept (faster in its pairs; its one full run was slower)"
     assert fastest.verdict(dict(row, repeats=None)) == "not kept (slower)"
     kept = dict(row, kept=True)  # the pairs decided, the one full run was slower: the page says both
     assert fastest.verdict(kept) == "kept (faster in every pair; its one full run was slower)"
     assert fastest.verdict(dict(kept, wall_gain=1.1)) == "kept"
+    three = dict(kept, runs=3)  # a --seeds 3 record: its full runs are a mean
+    assert fastest.verdict(three) == "kept (faster in every pair; the mean of its 3 full runs was slower)"
     # where the pairs decide, a rung faster in them and not kept missed the bar: its full run did not matter
     assert fastest.verdict(dict(row, wall_decides=False)) == "not kept (below the validation bar)"
 
@@ -108,3 +110,18 @@ def test_a_same_cost_rung_not_kept_says_it_was_not_more_accurate():
     assert row["before"]["quality"] == fastest.quality(next(s for s in rec["rungs"] if s["rung"] == "fused Adam"))
     line = next(x for x in fastest.table(rec, fastest.LESS).splitlines() if x.startswith("| right-sized model"))
     assert "| same steps |" in line and f"{row['wall_gain']:.2f}×" not in line  # its wall ratio is drift
+
+
+def test_a_record_over_seeds_shows_means_and_their_spread(tmp_path):
+    """A `--seeds 3` record's rows are means: the tables say so, and accuracies carry their spread."""
+    rec = copy.deepcopy(record())
+    for s in rec["rungs"]:
+        if s.get("wall_s"):
+            s.update(seeds=3, val_accuracy_std=0.0004)
+    del rec["file"]
+    (tmp_path / RECORD.name).write_text(json.dumps(rec))
+    page = fastest.page(tmp_path)
+    assert page.count("(mean of 3 runs)") == 2 and "(one run)" not in page  # both tables' heads
+    sized = next(s for s in rec["rungs"] if s["rung"] == "right-sized model")
+    assert f"| {sized['val_accuracy']:.2%} ± 0.04 points |" in page
+    assert "Training runs per rung: 3." in page and "their standard deviation." in page

@@ -112,3 +112,13 @@ def test_a_foreach_adam_step_is_a_handful_of_device_operations():
     ops = foreach_adam_ops(ConvNet())
     assert 5 <= len(ops) <= 12 and all("_foreach_" in op for op in ops), ops
     assert len(foreach_adam_ops(nn.Linear(4, 2))) == len(ops)  # one multi-tensor operation per step of the update
+
+
+def test_matrix_flags_pick_each_formats_own_instructions():
+    """bf16 and fp16 each have their own x86 instructions; other formats and unknown flags give none."""
+    from accelbook.formats import matrix_flags
+
+    flags = ["avx2", "amx_bf16", "avx512_bf16", "avx512_fp16", "amx_int8"]
+    assert matrix_flags("bf16", flags) == ["amx_bf16", "avx512_bf16"]
+    assert matrix_flags("fp16", flags) == ["avx512_fp16"]
+    assert matrix_flags("fp8 e4m3", flags) == [] and matrix_flags("bf16", []) == []

@@ -249,3 +249,62 @@ def test_a_cpu_record_names_its_processor_and_its_matrix_features():
     assert line.startswith(f"{prov['device_name']} ({prov['cpu_model']}) |")
     old = {k: v for k, v in prov.items() if k not in ("cpu_model", "cpu_features")}  # records before 2026-12-04
     assert records.provenance_line({"provenance": old}).startswith(f"{prov['device_name']} |")
+
+
+@pytest.mark.parametrize("prov, name", [
+    ({"device": "cpu", "cpu_model": "AMD EPYC", "cpu_features": ["avx2", "avx512f", "avx512_bf16"]},
+     "AMD EPYC (bf16 instructions: avx512_bf16)"),
+    ({"device": "cpu", "cpu_model": "Intel(R) Xeon(R) Processor",
+      "cpu_features": ["avx512_bf16", "amx_tile", "amx_bf16"]},
+     "Intel(R) Xeon(R) Processor (bf16 instructions: amx_bf16, avx512_bf16)"),
+    ({"device": "cpu", "cpu_model": "Old CPU", "cpu_features": ["avx2"]}, "Old CPU (bf16 instructions: none)"),
+    ({"device": "cpu", "device_name": "CPU x86_64, 2 logical cores"}, None),  # before 2026-12-04
+    ({"device": "cuda:0", "device_name": "NVIDIA H100 80GB HBM3", "cpu_model": "AMD EPYC"},
+     "NVIDIA H100 80GB HBM3"),
+    ({"device": "mps", "device_name": "Apple GPU (MPS) on arm64", "cpu_model": "Apple M2"},
+     "Apple GPU (MPS) on arm64"),
+    ({"device": "cuda", "cpu_model": "AMD EPYC"}, None),  # a GPU record that names no GPU
+])
+def test_a_records_processor_is_its_gpu_or_its_cpu_model_with_bf16_instructions(prov, name):
+    """Chapter 10 compares its run's processor with the record's by these names (None: not named)."""
+    assert records.processor(prov) == name
+
+
+def test_this_machine_is_named_the_way_its_own_record_would_be():
+    """`processor_here` and `processor` of a fresh provenance agree, so equal machines compare equal."""
+    cpu = torch.device("cpu")
+    here = records.processor_here(cpu)
+    assert here == records.processor(records.provenance(cpu, [], kind="lm-ladder"))
+    if records.cpu_model():
+        assert here.startswith(records.cpu_model()) and "(bf16 instructions: " in here
+
+
+def test_every_format_flag_is_a_feature_records_keep():
+    """A record names a CPU's bf16 instructions from its `cpu_features`: each one must be kept there."""
+    from accelbook.formats import CPU_FORMAT_FLAGS
+
+    assert set().union(*CPU_FORMAT_FLAGS.values()) <= set(records.CPU_FEATURES)
+
+
+def test_a_ladder_table_over_seeds_shows_each_rungs_spread_within_88_columns():
+    """`--seeds 3` rows are means: the table says so and prints the accuracy's standard deviation."""
+    import copy
+
+    from accelbook import ladder
+    from bookfacts import ROOT
+
+    rec = json.loads(sorted((ROOT / "results").glob("ladder-cpu-*.json"))[0].read_text())
+    ran = [s for s in rec["rungs"] if s.get("wall_s")]
+    for s in ran:
+        s.update(seeds=1, val_accuracy_std=None)
+    one = ladder.table(rec)
+    assert "± pts" not in one and "means over" not in one
+    rec = copy.deepcopy(rec)
+    ran = [s for s in rec["rungs"] if s.get("wall_s")]
+    for i, s in enumerate(ran):
+        s.update(seeds=3, val_accuracy_std=0.0001 * (i + 1))
+    text = ladder.table(rec)
+    lines = text.splitlines()
+    assert "± pts" in lines[0] and "(wall s, images/s, s/epoch, val acc: means over 3 seeds a rung)" in lines
+    assert f"{ran[-1]['val_accuracy']:>9.2%}{0.01 * len(ran):>7.2f}" in text
+    assert max(map(len, lines)) <= 88

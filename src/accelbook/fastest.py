@@ -64,9 +64,12 @@ def wall_decides(record: dict, changes: dict) -> bool:
 
 
 def quality(summary: dict) -> str:
-    """A rung's validation result: accuracy (MNIST) or loss (Shakespeare), or a dash."""
+    """A rung's validation result: accuracy (MNIST; over seeds, the mean ± their standard deviation in
+    points) or loss (Shakespeare), or a dash."""
     if summary.get("val_accuracy") is not None:
-        return f"{summary['val_accuracy']:.2%}"
+        std = summary.get("val_accuracy_std")
+        spread = f" ± {std * 100:.2f} points" if std is not None else ""
+        return f"{summary['val_accuracy']:.2%}{spread}"
     if summary.get("val_loss") is not None:
         return f"loss {summary['val_loss']:.3f}"
     return "—"
@@ -80,17 +83,22 @@ def verdict(row: dict) -> str:
         return row["skipped"].removeprefix("skipped: ")
     if row["kept"]:
         slower = row.get("repeats") and row.get("wall_gain", 1) < 1  # the pairs decide (`ladder.keep`)
-        return "kept (faster in every pair; its one full run was slower)" if slower else "kept"
+        return f"kept (faster in every pair; {full_runs(row)} slower)" if slower else "kept"
     if row.get("same_cost"):  # the same steps: kept only if more accurate on validation (`ladder.keep`)
         return "not kept (not a fifth of a point more accurate on validation)"
     paired = (row.get("repeats") or {}).get("verdict")
     if paired and paired != "faster":
         return f"not kept ({paired})"
     if paired and row.get("wall_decides", True) and row.get("wall_gain", 0) <= 1:
-        return "not kept (faster in its pairs, slower in its full run)"
+        return f"not kept (faster in its pairs; {full_runs(row)} slower)"
     if paired or row.get("wall_gain", 0) > 1:
         return "not kept (below the validation bar)"
     return "not kept (slower)"
+
+
+def full_runs(row: dict) -> str:
+    """The row's full training runs, as the subject of "was slower": one run, or the mean of its seeds."""
+    return "its one full run was" if row["runs"] == 1 else f"the mean of its {row['runs']} full runs was"
 
 
 def gain_text(row: dict) -> str:
@@ -107,8 +115,10 @@ def table(record: dict, part: str) -> str:
     unit = chosen[0]["unit"]
     paired = any(row.get("repeats") for row in chosen)
     gain = "gain (pairs: median, range)" if paired else "gain"
-    head = (f"| change | what it removes | {unit}: best before → this (one run) | {gain} | verdict |" if same else
-            "| change | what it buys | wall s: best before → this | gain | validation | verdict |")
+    runs = {row["runs"] for row in chosen if row["rate"] is not None}  # skipped rows ran nothing
+    each = "one run" if runs <= {1} else f"mean of {max(runs)} runs" if len(runs) == 1 else "mean of its runs"
+    head = (f"| change | what it removes | {unit}: best before → this ({each}) | {gain} | verdict |" if same else
+            f"| change | what it buys | wall s: best before → this ({each}) | gain | validation | verdict |")
     lines = [head, "|" + " --- |" * (head.count("|") - 1)]
     for row in chosen:
         if row["rate"] is None:
@@ -153,25 +163,37 @@ def page(folder: str | Path | None = None) -> str:
     records = newest([r for kind in KINDS for r in load_records(kind, folder, gpu_only=False)])
     if not records:
         raise FileNotFoundError(f"no ladder records in {folder or 'the results folder'}")
-    runs = sorted({row["runs"] for rec in records for row in rows(rec)})
+    runs = sorted({row["runs"] for rec in records for row in rows(rec) if row["rate"] is not None})
     paired = any(row["repeats"] for rec in records for row in rows(rec))
-    one_run = runs == [1] and not paired
+    spread = any("±" in row["quality"] for rec in records for row in rows(rec))
     return TEMPLATE.format(
         same=tables(records, SAME), less=tables(records, LESS), code=code_section(records),
-        repeats=("Every figure on this page is from one run of each rung, so it has no range yet, and a gain "
-                 "close to 1.00× cannot be told apart from the noise between runs. "
-                 "`python -m accelbook.ladder` times each same-training rung in pairs by default and writes a record "
-                 "with ranges."
-                 if one_run else f"Training runs per rung: {', '.join(map(str, runs))}." + (
-                     " A gain with a range is the median of short runs paired with the recipe before it "
-                     "(alternating runs; newer records swap the order every other pair, ABBA), with the lowest "
-                     "and the highest pair; a range that contains 1 is within "
-                     "the noise. A gain without a range is one run's, and one close to 1.00× cannot be told "
-                     "apart from the noise." if paired else "")),
+        repeats=repeats_text(runs, paired, spread),
         gpu=("" if any(r["provenance"]["device"].startswith("cuda") for r in records) else
              "No GPU record is committed yet, so every row above was measured on a CPU; the rungs marked "
              "\"needs CUDA\" are the GPU's own. `python -m accelbook.refresh` on a GPU writes the GPU records, "
              "and this page gains their rows."))
+
+
+def repeats_text(runs: list[int], paired: bool, spread: bool) -> str:
+    """What the page's figures are: how many runs each, what a range means, what ± means."""
+    if runs == [1] and not paired:
+        return ("Every figure on this page is from one run of each rung, so it has no range yet, and a gain "
+                "close to 1.00× cannot be told apart from the noise between runs. "
+                "`python -m accelbook.ladder` times each same-training rung in pairs by default and writes a "
+                "record with ranges.")
+    parts = [f"Training runs per rung: {', '.join(map(str, runs))}."]
+    if paired:
+        without = ("is one run's" if runs == [1] else
+                   "compares full runs (one each, or the means of a rung's seeds)")
+        parts.append("A gain with a range is the median of short runs paired with the recipe before it "
+                     "(alternating runs; newer records swap the order every other pair, ABBA), with the lowest "
+                     "and the highest pair; a range that contains 1 is within the noise. A gain without a range "
+                     f"{without}, and one close to 1.00× cannot be told apart from the noise.")
+    if spread:
+        parts.append("A validation accuracy with ± is the mean over the rung's seeds and their standard "
+                     "deviation.")
+    return " ".join(parts)
 
 
 TEMPLATE = """\
@@ -192,9 +214,9 @@ not against the article's; a rung not kept is absent from every row after it. Th
 The same model, data, batch and schedule, run faster: a better data path, memory layout, number format,
 fused kernels, compilation. These hold for any model; what they buy depends on the device. Each is
 timed in short runs paired with the recipe before it, and the pairs decide: a change is kept when it was
-faster in every pair, whatever its one full run says, made minutes after the other on a machine whose
+faster in every pair, whatever its full runs say, made minutes after the other on a machine whose
 speed drifts. In chapter 6's ladder a change with a one-time cost the pairs leave out (compilation, graph
-capture, autotuning) must also be faster in its full run; chapter 10's ladder judges every change on its
+capture, autotuning) must also be faster in its full runs; chapter 10's ladder judges every change on its
 pairs alone.
 
 {same}

@@ -19,6 +19,9 @@ FORMATS = {
 FIRST_TENSOR_CORES = {"fp16": ((7, 0), "Volta"), "tf32": ((8, 0), "Ampere"), "bf16": ((8, 0), "Ampere"),
                       "fp8 e4m3": ((8, 9), "Ada / Hopper"), "fp8 e5m2": ((8, 9), "Ada / Hopper")}
 
+# x86 instructions that compute a format natively (AVX-512 vector units and AMX tiles); others convert.
+CPU_FORMAT_FLAGS = {"bf16": {"avx512_bf16", "amx_bf16"}, "fp16": {"avx512_fp16", "amx_fp16"}}
+
 
 def bf16_supported(device: torch.device) -> bool:
     """Native bf16 arithmetic on `device`: CPU and MPS yes, CUDA from compute capability 8.0 (no emulation).
@@ -70,6 +73,11 @@ def cpu_flags() -> set[str]:
         return set()
 
 
+def matrix_flags(name: str, flags) -> list[str]:
+    """The x86 instructions among `flags` that compute format `name` natively (CPU_FORMAT_FLAGS), sorted."""
+    return sorted(CPU_FORMAT_FLAGS.get(name, set()) & set(flags))
+
+
 def accelerated_here(name: str, device: torch.device) -> str:
     """Whether this device has matrix hardware for format `name`, in words."""
     if device.type == "cuda":
@@ -80,9 +88,8 @@ def accelerated_here(name: str, device: torch.device) -> str:
         return "tensor cores" if cc >= first[0] else f"no: tensor cores for it start with {first[1]}"
     if device.type == "cpu":
         flags = cpu_flags()
-        wanted = {"bf16": {"avx512_bf16", "amx_bf16"}, "fp16": {"avx512_fp16", "amx_fp16"}}.get(name, set())
         if name == "fp32":
             return "yes: vector units (" + ("AVX-512" if "avx512f" in flags else "SIMD") + ")"
-        hits = sorted(wanted & flags)
+        hits = matrix_flags(name, flags)
         return f"yes: {', '.join(hits)}" if hits else "no: emulated or converted"
     return "unknown on this backend"

@@ -385,15 +385,23 @@ def race(device: torch.device, data: Data, seeds, precision: str = "auto") -> di
 
 
 def table(rec: dict) -> str:
-    """A record's rungs as an aligned text table, and the top rung's test accuracy (reported once)."""
-    lines = [f"{'rung':<26}{'wall s':>9}{'images/s':>10}{'s/epoch':>9}{'val acc':>9}{'speed-up':>9}  kept"]
+    """A record's rungs as an aligned text table, and the top rung's test accuracy (reported once); over
+    several seeds, the means, with the validation accuracy's standard deviation in points (± pts)."""
+    seeds = seeds_of(rec)
+    spread = f"{'± pts':>7}" if seeds > 1 else ""
+    lines = [f"{'rung':<26}{'wall s':>9}{'images/s':>10}{'s/epoch':>9}{'val acc':>9}{spread}{'speed-up':>9}  kept"]
     for s in rec["rungs"]:
         if s.get("wall_s") is None:
             lines.append(f"{s['rung']:<26}  {s['skipped'] or '-'}")
             continue
         val = f"{s['val_accuracy']:>9.2%}" if s.get("val_accuracy") is not None else f"{'-':>9}"  # older records: none
+        if spread:
+            std = s.get("val_accuracy_std")
+            val += f"{std * 100:>7.2f}" if std is not None else f"{'-':>7}"
         lines.append(f"{s['rung']:<26}{s['wall_s']:>9.2f}{s['steady_images_per_s']:>10,.0f}{s['epoch_s']:>9.2f}"
                      f"{val}{s.get('speedup_wall', float('nan')):>8.1f}x  {'yes' if s['kept'] else 'no'}")
+    if seeds > 1:
+        lines.append(f"(wall s, images/s, s/epoch, val acc: means over {seeds} seeds a rung)")
     with_pairs = [s for s in rec["rungs"] if s.get("repeats")]
     if with_pairs:
         order = ("ABBA order" if with_pairs[0]["repeats"].get("order") == "ABBA" else
@@ -405,6 +413,11 @@ def table(rec: dict) -> str:
         lines.append(f"test accuracy of the top of the ladder ({top['rung']}): {top['test_accuracy']:.2%}\n"
                      f"({top['seeds']} seed(s); every rung was decided on validation)")
     return "\n".join(lines)
+
+
+def seeds_of(rec: dict) -> int:
+    """The training runs (seeds) a ladder record made of each rung: 1 in records without `seeds`."""
+    return max((s.get("seeds") or 1 for s in rec["rungs"]), default=1)
 
 
 def same_recipe(mine: dict, theirs: dict, rung: str) -> bool:

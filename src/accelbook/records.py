@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from .config import RESULTS_ENV
-from .device import environment
+from .device import device_name, environment
 
 SCHEMA = "accelbook.record/1"
 RESULTS_URL = "https://github.com/accelbook/accelbook/tree/main/results"
@@ -55,16 +55,22 @@ def provenance(device: torch.device, argv: list[str] | None = None, kind: str = 
     Also the host processor's model and its matrix features (`CPU_FEATURES`): on a CPU two machines with
     the same core count can differ by a factor of two in bf16 or int8, and on a GPU the host feeds the
     data path (records that have these fields; older ones do not)."""
-    from .formats import cpu_flags
     from .gpu import driver_version
 
     env = environment(device)
     cmd = " ".join([COMMANDS[kind], *(argv if argv is not None else sys.argv[1:])])
-    flags = cpu_flags()
-    cpu = {"cpu_model": cpu_model(), "cpu_features": [f for f in CPU_FEATURES if f in flags]}
+    cpu = {"cpu_model": cpu_model(), "cpu_features": cpu_features()}
     return {**env, **cpu, "driver": driver_version() if device.type == "cuda" else None,
             "cuda_runtime": torch.version.cuda if device.type == "cuda" else None,
             "datetime_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "command": cmd}
+
+
+def cpu_features() -> list[str]:
+    """This processor's vector and matrix extensions among CPU_FEATURES, in that order."""
+    from .formats import cpu_flags
+
+    flags = cpu_flags()
+    return [f for f in CPU_FEATURES if f in flags]
 
 
 def cpu_model() -> str | None:
@@ -77,6 +83,26 @@ def cpu_model() -> str | None:
     except OSError:
         names = []
     return (names[0] if names else platform.processor()) or None
+
+
+def processor(prov: dict) -> str | None:
+    """The processor a record's provenance names: a GPU's name, or a CPU's model and bf16 instructions.
+
+    None for a CPU record without `cpu_model` (records before 2026-12-04 name only the core count)."""
+    from .formats import matrix_flags
+
+    if prov.get("device", "cpu").split(":")[0] != "cpu":  # cuda:0, mps: the device's own name
+        return prov.get("device_name")
+    if not prov.get("cpu_model"):
+        return None
+    bf16 = ", ".join(matrix_flags("bf16", prov.get("cpu_features", []))) or "none"
+    return f"{prov['cpu_model']} (bf16 instructions: {bf16})"
+
+
+def processor_here(device: torch.device) -> str | None:
+    """`processor` of this machine's `device`, named the way the records name theirs."""
+    return processor({"device": device.type, "device_name": device_name(device),
+                      "cpu_model": cpu_model(), "cpu_features": cpu_features()})
 
 
 def save_record(record: dict, path: str | Path) -> Path:
