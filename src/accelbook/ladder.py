@@ -322,7 +322,8 @@ def keep(wall: float, acc: float, best_wall: float | None, best_acc: float | Non
     made minutes before is the machine's drift as much as the change), and its wall time where it has
     none; a `pays_once` rung (a one-time cost the pairs leave out) must be faster in both. Keep a
     `same_cost` rung (the same steps of the same model) if it is more accurate than the best so far by at
-    least SLACK: one run's accuracy moves by a few hundredths between seeds."""
+    least SLACK (one run's accuracy moves by tenths of a point between seeds, so even that margin can
+    be noise: `--seeds` averages)."""
     if best_wall is None:
         return True  # the first rung run is the baseline the others build on
     if same_cost:
