@@ -177,6 +177,7 @@ def test_cli_quick_run_writes_a_record_and_compares(tmp_path):
     assert second["check"]["max_diff"] == 0.0
     assert rec["rungs"][2]["skipped"] == "skipped: needs CUDA"  # cudnn.benchmark
     assert len(second["repeats"]["ratios"]) == pairs.default_repeats("cpu") and "repeats" not in first  # the default
+    assert all(Recipe.from_record(f).as_record() == f for f in rec["recipes"].values())  # round-trips
     slower = json.loads(json.dumps(rec))  # another machine: rung 1 three times slower there, rung 0 missing
     slower["rungs"] = [dict(second, wall_s=3 * second["wall_s"], steady_images_per_s=second["steady_images_per_s"] / 3)]
     slower["provenance"]["device_name"] = "another machine"
@@ -466,3 +467,12 @@ def test_the_exact_check_runs_deterministic_algorithms_and_restores_the_flags():
     with deterministic():
         assert torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic
     assert (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic) == before
+
+
+def test_a_recipe_comes_back_whole_from_its_record():
+    """A record keeps each rung's recipe as JSON; `Recipe.from_record` gives back the recipe that ran."""
+    ran = replace(FASTEST, betas=(0.7, 0.9), epochs=1.5)
+    kept = json.loads(json.dumps(ran.as_record()))  # what a ladder record holds
+    assert kept["betas"] == [0.7, 0.9]
+    back = Recipe.from_record(kept)
+    assert back == ran and isinstance(back.betas, tuple) and hash(back) == hash(ran)

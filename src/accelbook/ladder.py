@@ -37,7 +37,7 @@ import statistics
 import sys
 import textwrap
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -55,6 +55,7 @@ from .recipes import (
     adam_implementation,
     backend_settings,
     check_change,
+    json_fields,
     tf32_convolutions,
     train_recipe,
     unsupported,
@@ -189,7 +190,7 @@ class Row:
 
     def summary(self) -> dict:
         """JSON-ready: the means over seeds (and the spread of the validation accuracy) beside the check."""
-        out = {"rung": self.rung, "changes": {k: list(v) if isinstance(v, tuple) else v for k, v in self.changes.items()},
+        out = {"rung": self.rung, "changes": json_fields(self.changes),
                "skipped": self.skipped, "kept": self.kept,
                "check": None if self.check is None else {k: v for k, v in self.check.items() if k in ("kind", "ok", "max_diff")}}
         if self.results:
@@ -355,12 +356,7 @@ def record(rows: list[Row], device: torch.device, argv: list[str], quick: bool) 
     return {"provenance": prov, "kind": "ladder", "quick": quick, "target": TARGET, "keep_rule": KEEP_RULE,
             "rungs": summaries,
             "top": top.test_report() if top else None,
-            "recipes": {r.rung: _jsonable(asdict(r.recipe)) for r in rows}}
-
-
-def _jsonable(d: dict) -> dict:
-    """Tuples as lists, so the record round-trips through JSON unchanged."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+            "recipes": {r.rung: r.recipe.as_record() for r in rows}}
 
 
 def race(device: torch.device, data: Data, seeds, precision: str = "auto") -> dict[str, list[dict]]:

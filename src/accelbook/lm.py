@@ -29,7 +29,7 @@ from .gpt import GPT, GPTConfig, counted_flops_per_token, lm_loss
 from .nanogpt_anchor import AnchorSettings, decay_groups, estimate_loss, learning_rate
 from .nanogpt_anchor import train as train_anchor
 from .pairs import MIN_STEADY_S, REPEATS, paired, summary, text
-from .recipes import LOSS_TOLERANCE, Rung, autocast, deterministic, settle_loss_scale
+from .recipes import LOSS_TOLERANCE, Rung, autocast, deterministic, json_fields, settle_loss_scale
 from .step import make_step
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -436,10 +436,9 @@ def climb_lm(device: torch.device, corpus: Corpus, rungs: list[int] | None = Non
         recipe = for_device(replace(best, **rung.changes), device)
         run = replace(recipe, iters=iters or recipe.iters, eval_iters=eval_iters or recipe.eval_iters)
         name = BASELINE_NAMES.get(base, rung.name) if i == 0 else rung.name
-        row = {"rung": name, "target": target, "changes": {k: list(v) if isinstance(v, tuple) else v
-                                              for k, v in recipe.changes_from(best).items()},
+        row = {"rung": name, "target": target, "changes": json_fields(recipe.changes_from(best)),
                "check": None, "skipped": unsupported(recipe, device), "kept": False,
-               "recipe": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(run).items()}}
+               "recipe": json_fields(asdict(run))}
         if row["skipped"] is None:
             kind = check_kind(rung, recipe)
             check = check_lm_change(best, recipe, kind, device, corpus)

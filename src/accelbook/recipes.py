@@ -55,6 +55,11 @@ class Rung:
     why: str = ""
 
 
+def json_fields(d: dict) -> dict:
+    """`d` as a JSON record keeps it: its tuples as lists."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
 @dataclass(frozen=True)
 class Recipe:
     """Every knob of one training run; a rung of the ladder changes one of them (or one related group)."""
@@ -79,6 +84,15 @@ class Recipe:
         """The fields where this recipe differs from `other`, as {name: (other's value, this value)}."""
         return {f.name: (getattr(other, f.name), getattr(self, f.name)) for f in fields(self)
                 if getattr(self, f.name) != getattr(other, f.name)}
+
+    def as_record(self) -> dict:
+        """The recipe's fields as a ladder record keeps them: JSON values, tuples as lists."""
+        return json_fields({f.name: getattr(self, f.name) for f in fields(self)})
+
+    @classmethod
+    def from_record(cls, kept: dict) -> Recipe:
+        """The recipe a ladder record kept (`as_record`'s inverse: its lists back to tuples)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in kept.items()})
 
 
 # The article's corrected model trained fast (the ladder's one-cycle, "2 epochs" and "batch 256" rungs, fp32,
