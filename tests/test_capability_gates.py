@@ -94,12 +94,12 @@ def test_pcie_and_nvl_boards_do_not_take_sxm_rows(name):
     assert match(name) is None
 
 
-def _fake_nvml(utilisation_error):
-    """A pynvml stand-in for one GPU whose utilisation query raises `utilisation_error` (as on MIG, some vGPUs)."""
+def _fake_nvml(utilization_error):
+    """A pynvml stand-in for one GPU whose utilization query raises `utilization_error` (as on MIG, some vGPUs)."""
     import pynvml
 
     def unsupported(*args):
-        raise utilisation_error
+        raise utilization_error
 
     return SimpleNamespace(
         NVMLError=pynvml.NVMLError, NVML_CLOCK_SM=1, NVML_CLOCK_MEM=2, NVML_TEMPERATURE_GPU=0,
@@ -112,7 +112,7 @@ def _fake_nvml(utilisation_error):
         nvmlDeviceGetTemperature=lambda h, t: 40)
 
 
-def test_nvml_report_survives_an_unsupported_utilisation_query(monkeypatch, capsys):
+def test_nvml_report_survives_an_unsupported_utilization_query(monkeypatch, capsys):
     import pynvml
 
     from accelbook import gpu

@@ -125,3 +125,14 @@ def test_a_record_over_seeds_shows_means_and_their_spread(tmp_path):
     sized = next(s for s in rec["rungs"] if s["rung"] == "right-sized model")
     assert f"| {sized['val_accuracy']:.2%} ± 0.04 points |" in page
     assert "Training runs per rung: 3." in page and "their standard deviation." in page
+
+
+def test_the_less_training_table_names_the_bar_its_rungs_were_held_to():
+    """A reader sees "98.68% kept" beside the bar it cleared: the bar from the record's own rung 0."""
+    from accelbook.ladder import bar
+
+    rec = copy.deepcopy(record())
+    rec["rungs"][0]["val_accuracy"] = 0.9871  # rung 0 below the target: the bar follows it
+    less, same = fastest.table(rec, fastest.LESS), fastest.table(rec, fastest.SAME)
+    assert f"validation bar {bar(0.9871):.2%}, set from rung 0's 98.71%" in less.splitlines()[0]
+    assert "validation bar" not in same

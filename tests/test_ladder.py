@@ -472,7 +472,9 @@ def test_the_exact_check_runs_deterministic_algorithms_and_restores_the_flags():
 def test_a_recipe_comes_back_whole_from_its_record():
     """A record keeps each rung's recipe as JSON; `Recipe.from_record` gives back the recipe that ran."""
     ran = replace(FASTEST, betas=(0.7, 0.9), epochs=1.5)
+    assert ran.as_record()["betas"] == [0.7, 0.9]  # JSON's own form, before any dump
     kept = json.loads(json.dumps(ran.as_record()))  # what a ladder record holds
-    assert kept["betas"] == [0.7, 0.9]
     back = Recipe.from_record(kept)
     assert back == ran and isinstance(back.betas, tuple) and hash(back) == hash(ran)
+    with pytest.raises(ValueError, match="does not know: warmup"):
+        Recipe.from_record({**kept, "warmup": 3})

@@ -48,7 +48,7 @@ def test_section_5_2_variants_run(kwargs):
     assert not torch.allclose(plain(x), out), f"ConvNet(**{kwargs}) computes what ConvNet() computes"
 
 
-def test_batchnorm_variant_normalises_every_convolution():
+def test_batchnorm_variant_normalizes_every_convolution():
     """Four BatchNorm2d layers, one per convolution, and they are in the forward path."""
     torch.manual_seed(0)
     plain = ConvNet()
@@ -57,7 +57,7 @@ def test_batchnorm_variant_normalises_every_convolution():
     assert [type(m).__name__ for m in normed.norms] == ["BatchNorm2d"] * 4
     assert [m.num_features for m in normed.norms] == [64, 64, 128, 128]
     x = torch.randn(8, 1, 28, 28)
-    assert not torch.allclose(plain(x), normed(x))  # same weights (seeded): only the normalisation differs
+    assert not torch.allclose(plain(x), normed(x))  # same weights (seeded): only the normalization differs
     assert all(int(m.num_batches_tracked) == 1 for m in normed.norms)
 
 

@@ -83,7 +83,7 @@ def test_the_step_budget_adds_up_to_the_step_time():
     model, loader, optimizer, loss_fn = _recipe(64)
     budget = step_budget(model, loader, optimizer, loss_fn, CPU, steps=20, warmup=3)
     assert set(budget["phases"]) == set(PHASES) and all(t > 0 for t in budget["phases"].values())
-    # On a CPU the per-phase synchronisation costs nothing, so the phases should account for the whole
+    # On a CPU the per-phase synchronization costs nothing, so the phases should account for the whole
     # step; 25 % allows for a noisy two-core machine (the measured gap is a few percent).
     assert sum(budget["phases"].values()) == pytest.approx(budget["step"], rel=0.25)
     assert budget["phases"]["forward"] + budget["phases"]["backward"] > budget["phases"]["copy"]

@@ -1,4 +1,4 @@
-"""Timing that tells the truth on any device: warm-up, synchronisation, repeats, median (chapters 1-2)."""
+"""Timing that tells the truth on any device: warm-up, synchronization, repeats, median (chapters 1-2)."""
 
 from __future__ import annotations
 
@@ -46,11 +46,11 @@ def synchronize(device: torch.device | str) -> None:
 
 def time_op(fn: Callable[[], object], device: torch.device | str, warmup: int = 3,
             repeats: int = 10, min_block: float = 0.01) -> Measurement:
-    """Seconds per call of `fn()` on `device`: untimed warm-up, then `repeats` synchronised timed blocks.
+    """Seconds per call of `fn()` on `device`: untimed warm-up, then `repeats` synchronized timed blocks.
 
     A block runs `fn` often enough to last about `min_block` seconds (one call for slow operations),
     so clock resolution and scheduler hiccups do not dominate tiny kernels. On CUDA each block is
-    bracketed by CUDA events on `device`'s stream (the GPU's own clock); elsewhere by a synchronise and
+    bracketed by CUDA events on `device`'s stream (the GPU's own clock); elsewhere by a synchronize and
     `time.perf_counter`.
     """
     device = torch.device(device)
@@ -61,7 +61,7 @@ def time_op(fn: Callable[[], object], device: torch.device | str, warmup: int = 
 
 
 def _block_seconds(fn: Callable[[], object], device: torch.device, number: int) -> float:
-    """Seconds for `number` back-to-back calls of `fn`, from a synchronised start to a synchronised end."""
+    """Seconds for `number` back-to-back calls of `fn`, from a synchronized start to a synchronized end."""
     if device.type == "cuda":
         with torch.cuda.device(device):  # events record on the current device's stream: make it `device`'s
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -80,7 +80,7 @@ def _block_seconds(fn: Callable[[], object], device: torch.device, number: int) 
 
 
 def time_unsynchronized(fn: Callable[[], object], repeats: int = 10) -> Measurement:
-    """The wrong way, for comparison: a bare clock around each call, no synchronisation."""
+    """The wrong way, for comparison: a bare clock around each call, no synchronization."""
     times = []
     for _ in range(repeats):
         start = time.perf_counter()

@@ -156,7 +156,7 @@ class Data:
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
-    """uint8 images (N, 28, 28) or (N, 1, 28, 28) to float (N, 1, 28, 28), normalised like the transforms."""
+    """uint8 images (N, 28, 28) or (N, 1, 28, 28) to float (N, 1, 28, 28), normalized like the transforms."""
     x = images.float().div_(255)
     if x.dim() == 3:
         x = x.unsqueeze(1)

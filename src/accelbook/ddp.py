@@ -9,7 +9,7 @@ Every process trains a replica of the model on its own shard of each global batc
 (`DistributedSampler`); after `backward` DDP averages the gradients of all replicas (all-reduce), so
 every replica takes the same optimizer step. Rank 0 alone prints, writes the checkpoint (atomically) and
 the JSON result. gloo on CPU, NCCL on CUDA (`--backend` overrides). `--measure K` times K steps with
-and K without gradient synchronisation (`no_sync`), and all-reduce alone over a range of message sizes.
+and K without gradient synchronization (`no_sync`), and all-reduce alone over a range of message sizes.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def build_parser() -> OneLineParser:
                    "(smoke runs)")
     p.add_argument("--threads", type=number(int, 1), default=None, help="CPU threads per process (default: cores "
                    "/ processes)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the model's initialisation and the shuffling")
+    p.add_argument("--seed", type=int, default=0, help="seed of the model's initialization and the shuffling")
     p.add_argument("--measure", type=number(int, 0), default=0, metavar="K", help="time K steps with and K "
                    "without gradient all-reduce, and all-reduce alone (default 0: skip)")
     p.add_argument("--checkpoint", default=None, help="write the trained weights here (rank 0, atomically)")
@@ -158,10 +158,10 @@ def train_loader(images: torch.Tensor, labels: torch.Tensor, batch: int, rank: i
 
 
 def make_step(model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device, schedule=None):
-    """`step.make_step` on uint8 images (normalised on the device); DDP all-reduces the gradients in `backward`.
+    """`step.make_step` on uint8 images (normalized on the device); DDP all-reduces the gradients in `backward`.
 
     The all-reduce runs bucket by bucket as gradients become ready, overlapping the rest of the backward
-    pass. The step returns this rank's loss, not synchronised.
+    pass. The step returns this rank's loss, not synchronized.
     """
     from .data import normalize
     from .step import make_step as one_step

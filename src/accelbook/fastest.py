@@ -133,7 +133,18 @@ def table(record: dict, part: str) -> str:
     p = record["provenance"]
     model = f", {p['cpu_model']}" if p.get("cpu_model") and p["device"] == "cpu" else ""
     return (f"Measured on {p['device_name']} (torch {p['torch']}, {p['datetime_utc'][:10]}{model}), "
-            f"record `{record['file']}`:\n\n" + "\n".join(lines))
+            f"record `{record['file']}`{'' if same else bar_text(record)}:\n\n" + "\n".join(lines))
+
+
+def bar_text(record: dict) -> str:
+    """The validation bar a record's rungs were held to, with the rung 0 result it was set from."""
+    from .ladder import bar
+
+    first = next((s for s in record["rungs"] if s.get("val_accuracy") is not None), None)
+    if record["kind"] != "ladder" or first is None:
+        return ""
+    return (f"; validation bar {bar(first['val_accuracy']):.2%}, set from rung 0's "
+            f"{quality(first)}")
 
 
 def tables(records: list[dict], part: str) -> str:
@@ -207,6 +218,8 @@ This page is generated from the newest committed ladder record of each device in
 Each rung is applied on top of the best recipe before it, so its gain is measured against that recipe,
 not against the article's; a rung not kept is absent from every row after it. The book's fastest recipe
 (`FASTEST`, chapter 6) was fixed from an earlier record, so a newer record may keep other rungs.
+The ladder runs the rungs of both parts in one order, so a row's "best before" includes the rungs
+already kept from the other part.
 ```
 
 ## Same training, faster
@@ -217,7 +230,8 @@ timed in short runs paired with the recipe before it, and the pairs decide: a ch
 faster in every pair, whatever its full runs say, made minutes after the other on a machine whose
 speed drifts. In chapter 6's ladder a change with a one-time cost the pairs leave out (compilation, graph
 capture, autotuning) must also be faster in its full runs; chapter 10's ladder judges every change on its
-pairs alone.
+pairs alone. Like every rung, a faster one must also reach the validation bar (next part): a lower
+precision can cost accuracy.
 
 {same}
 
@@ -227,6 +241,9 @@ Fewer or larger steps, fewer epochs, a smaller model, and the optimizer settings
 the accuracy: these change what is computed, so each one is checked on the validation set, not on the
 first losses. In today's ladder a faster rung must stay within a fifth of a point of the target (or of
 the article's recipe, where that is lower), one bar for every rung. Their gains belong to the task.
+A record made with one training run per rung decides a rung within a few tenths of a point of the bar
+on the seed: chapter 6 retrains its largest kept cut from three seeds, and
+`python -m accelbook.ladder --seeds 3` holds every rung's mean to the bar.
 
 {less}
 

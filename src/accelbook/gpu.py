@@ -10,7 +10,7 @@ NO_GPU = "no NVIDIA GPU here"
 
 
 def _nvml():
-    """The initialised pynvml module, or None (package missing, no driver, no GPU)."""
+    """The initialized pynvml module, or None (package missing, no driver, no GPU)."""
     try:
         import pynvml
     except ImportError:
@@ -28,7 +28,7 @@ def _text(value) -> str:
 
 
 def nvml_snapshot(index: int = 0) -> dict | None:
-    """Driver version, utilisation, memory, power and clocks of GPU `index` from NVML; None without one."""
+    """Driver version, utilization, memory, power and clocks of GPU `index` from NVML; None without one."""
     nv = _nvml()
     if nv is None or nv.nvmlDeviceGetCount() <= index:
         return None
@@ -103,9 +103,9 @@ def nvml_index(device) -> int:
 
 
 def nvml_reader(index: int = 0) -> Callable[[], dict] | None:
-    """A function reading GPU `index`'s utilisation, memory, SM clock, power and energy counter; None without one.
+    """A function reading GPU `index`'s utilization, memory, SM clock, power and energy counter; None without one.
 
-    NVML averages utilisation over 1/6 s to 1 s, and on most GPUs since Ampere `power_w` is a one-second
+    NVML averages utilization over 1/6 s to 1 s, and on most GPUs since Ampere `power_w` is a one-second
     average, so samples 50 ms apart repeat values and lag the load. `energy_mj`, the driver's energy
     counter (Volta and newer), has no such lag: `Sampler.energy_j` uses it where it exists.
     """

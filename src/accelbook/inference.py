@@ -3,7 +3,7 @@
     python -m accelbook.inference                  # train the fast recipe, measure every path, record into results/
     python -m accelbook.inference --quick --out /tmp/i.json   # a smoke run: small subset, short sweep
 
-Every path is timed the same way (`latency`): each call synchronised on its own, so the numbers are what a
+Every path is timed the same way (`latency`): each call synchronized on its own, so the numbers are what a
 caller waiting for its answer sees, p50 and p99 over the calls, and images per second at the median.
 """
 
@@ -45,13 +45,13 @@ def percentile(values: list[float], q: int) -> float:
 
 def latency(fn: Callable[[], object], batch: int, device: torch.device | str, budget_s: float = 1.0,
             min_calls: int = 5, max_calls: int = 2000) -> dict:
-    """p50, p99 and max milliseconds per synchronised call of `fn`, and images/s at the median.
+    """p50, p99 and max milliseconds per synchronized call of `fn`, and images/s at the median.
 
     Calls go on for at least `budget_s` seconds and `min_calls` calls (at most `max_calls`). The 99th
     percentile is reported only from TAIL_CALLS calls or more (None below that: read the maximum instead).
     """
     device = torch.device(device)
-    for _ in range(2):  # warm-up: allocation, kernel choice, lazy initialisation, compilation
+    for _ in range(2):  # warm-up: allocation, kernel choice, lazy initialization, compilation
         fn()
     synchronize(device)
     times = []
@@ -74,7 +74,7 @@ def sweep(make_call: Callable[[int], Callable[[], object]], batches, device: tor
 
 
 def torch_call(model: nn.Module, images: torch.Tensor, device: torch.device) -> Callable[[int], Callable]:
-    """For `sweep`: a batch of `images` (normalised, on `device`) through `model` under inference_mode."""
+    """For `sweep`: a batch of `images` (normalized, on `device`) through `model` under inference_mode."""
     def make(batch: int) -> Callable[[], torch.Tensor]:
         x = tile(images, batch).to(device)
 
@@ -256,7 +256,7 @@ def predict_all(sess, uint8_images: torch.Tensor, batch: int = 1000) -> np.ndarr
 
 
 class Calibration:
-    """ONNX Runtime's calibration data reader over uint8 MNIST images, normalised like training."""
+    """ONNX Runtime's calibration data reader over uint8 MNIST images, normalized like training."""
 
     def __init__(self, uint8_images: torch.Tensor, batch: int = 64):
         self.batches = iter([{INPUT: normalize(uint8_images[i:i + batch]).numpy()}
@@ -372,7 +372,7 @@ def measure_paths(model: nn.Module, images: torch.Tensor, device: torch.device, 
                   compile_model: bool = True, notes: dict | None = None) -> list[dict]:
     """Every inference path on `device` over `batches`: one row per (path, batch), each path checked first.
 
-    `images` are normalised float images on the CPU; `calibration` uint8 images for int8. Paths: eager
+    `images` are normalized float images on the CPU; `calibration` uint8 images for int8. Paths: eager
     PyTorch, torch.compile (and its CUDA-graph mode on CUDA), ONNX Runtime on the device's provider (I/O bound
     on a GPU), ONNX Runtime int8 on the CPU, and TensorRT through ONNX Runtime where it can run. Before timing,
     each path's logits on 256 images are compared with eager PyTorch's (int8: its predictions, 99 % agreement);
@@ -482,7 +482,7 @@ def train_and_time(args, argv: list[str]) -> int:
     if not args.no_record:
         record = {"provenance": provenance(device, argv, kind="inference"), "kind": "inference", "quick": quick,
                   "test_accuracy": trained.test_accuracy, "tensorrt": notes.get("tensorrt"),
-                  "timing": ("each call synchronised; ONNX Runtime on a GPU with I/O binding: inputs and outputs "
+                  "timing": ("each call synchronized; ONNX Runtime on a GPU with I/O binding: inputs and outputs "
                              "in device memory, no host copies timed, as for PyTorch"), "rows": rows}
         print(f"wrote {save_record(record, args.out or default_path('inference', device))}")
     return 0

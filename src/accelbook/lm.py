@@ -248,7 +248,7 @@ def peak_memory(device: torch.device) -> int | None:
 
 
 def mfu(tokens_per_s: float, flops_per_token: float, peak_flops: float | None) -> float | None:
-    """Model FLOPs utilisation: achieved model FLOP/s (tokens/s x FLOPs per token) over the peak; None without one."""
+    """Model FLOPs utilization: achieved model FLOP/s (tokens/s x FLOPs per token) over the peak; None without one."""
     if not peak_flops:
         return None
     return tokens_per_s * flops_per_token / peak_flops
@@ -260,7 +260,7 @@ class LMResult:
 
     wall_s: float                   # model build to the target (or the end), evaluations and compilation included
     iters: int                      # optimizer steps taken
-    steady_tokens_per_s: float      # training steps after the warm-up, evaluations left out, synchronised
+    steady_tokens_per_s: float      # training steps after the warm-up, evaluations left out, synchronized
     curve: list[dict]               # {"iter", "train_loss", "val_loss", "seconds"} at each evaluation
     target_loss: float | None
     iters_to_target: int | None     # the first evaluation at or below the target (None: not reached)
@@ -283,7 +283,7 @@ def train_lm(recipe: LMRecipe, device: torch.device, corpus: Corpus, seed: int =
 
     `wall_s` runs from building the model to the first evaluation at or below `target_loss` (or to the
     end): evaluations, warm-up and compilation included. The steady rate counts the training steps after
-    the first `warm`, timed between synchronisations, evaluations left out. MFU uses `peak_flops` as given
+    the first `warm`, timed between synchronizations, evaluations left out. MFU uses `peak_flops` as given
     (the matmul probe's on a CPU, a datasheet's on a GPU) and the model FLOPs counted by FlopCounterMode.
     """
     device = torch.device(device)

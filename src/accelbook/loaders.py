@@ -20,7 +20,7 @@ def train_val_split(n: int, val_size: int, seed: int = 0) -> tuple[torch.Tensor,
 
 
 class DeviceLoader:
-    """Batches from one uint8 image tensor kept on `device`: normalised on the fly, reshuffled there each epoch.
+    """Batches from one uint8 image tensor kept on `device`: normalized on the fly, reshuffled there each epoch.
 
     Yields what `DataLoader(MNIST(transform=mnist_transform()))` yields — float (B, 1, 28, 28) images
     and int64 labels — without PIL, worker processes or host-to-device copies. `order` holds the
@@ -75,7 +75,7 @@ def endless(batches: Iterable) -> Iterator:
 
 
 class AugmentedLoader:
-    """Batches of uint8 images, each transformed on its own (new random parameters every time), then normalised.
+    """Batches of uint8 images, each transformed on its own (new random parameters every time), then normalized.
 
     A v2 transform given a whole batch applies one set of random parameters to every image in it; this
     loader calls it per image, as a DataLoader over a Dataset with that transform would.
@@ -93,7 +93,7 @@ class AugmentedLoader:
         return -(-len(self.labels) // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """One shuffled epoch of (normalised, augmented images, labels) on the device."""
+        """One shuffled epoch of (normalized, augmented images, labels) on the device."""
         order = torch.randperm(len(self.labels), generator=self.generator)
         for start in range(0, len(order), self.batch_size):
             index = order[start:start + self.batch_size]

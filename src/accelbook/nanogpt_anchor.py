@@ -13,7 +13,7 @@ commit 3adf61e, MIT licence): AdamW with weight decay 0.1 on the matrices and em
 (0.9, 0.99), learning rate 1e-3 with 100 warm-up iterations and cosine decay to 1e-4, gradients clipped at
 norm 1.0, no biases, random windows of the training text, the loss estimated on 20 random batches of each
 split every 250 iterations. The network is the book's `accelbook.gpt.GPT`, which has nanoGPT's layers,
-shapes and initialisation (`test_nanogpt_anchor.py` checks the parameter count nanoGPT would print).
+shapes and initialization (`test_nanogpt_anchor.py` checks the parameter count nanoGPT would print).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@
 Each image is prepared the way MNIST's digits were: turned upright as its EXIF orientation says, grayscale,
 white digit on black (inverted when the background is light), uneven lighting and ruled lines removed and the
 background set to zero (Otsu's threshold), cropped to the digit, scaled so its longer side is 20 pixels,
-placed in a 28 x 28 frame with its centre of mass at the centre, then normalised like the training images.
+placed in a 28 x 28 frame with its centre of mass at the centre, then normalized like the training images.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def grey_opening(image: np.ndarray, window: int) -> np.ndarray:
 
 
 def otsu(values: np.ndarray, bins: int = 256) -> float:
-    """Otsu's threshold (1979): the level that maximises the between-class variance of `values`' histogram."""
+    """Otsu's threshold (1979): the level that maximizes the between-class variance of `values`' histogram."""
     hist, edges = np.histogram(values, bins=bins)
     p = hist / hist.sum()
     centres = (edges[:-1] + edges[1:]) / 2
@@ -133,7 +133,7 @@ def centre_by_mass(frame: np.ndarray) -> np.ndarray:
 
 
 def prepare(path: str | Path) -> np.ndarray:
-    """The image file at `path` as the model's input: float32 (1, 1, 28, 28), normalised like training."""
+    """The image file at `path` as the model's input: float32 (1, 1, 28, 28), normalized like training."""
     try:
         digit = to_mnist(load_gray(path))
     except PredictError as err:

@@ -65,7 +65,7 @@ def transfer_sweep(device: torch.device, nbytes: int, repeats: int = 5) -> list[
 
 
 def async_timing(device: torch.device, n: int, repeats: int = 10) -> dict:
-    """One n x n fp32 matmul timed wrongly (bare clock) and rightly (synchronised): the gap is async."""
+    """One n x n fp32 matmul timed wrongly (bare clock) and rightly (synchronized): the gap is async."""
     a = torch.randn(n, n, device=device)
     wrong = time_unsynchronized(lambda: a @ a, repeats).median
     right = time_op(lambda: a @ a, device, warmup=2, repeats=repeats).median

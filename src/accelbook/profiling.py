@@ -6,7 +6,7 @@
   `profiler_overhead` times steps with and without it in one run.
 - `trace_events` and `memory_curve` read the Chrome trace it exports.
 - `predict_memory` predicts parameters, gradients, Adam state and saved activations from shapes alone.
-- `Sampler` polls a reader (NVML's GPU utilisation, power and clocks, or this process's CPU use) in a
+- `Sampler` polls a reader (NVML's GPU utilization, power and clocks, or this process's CPU use) in a
   background thread while a block runs, and integrates power into joules.
 """
 
@@ -40,7 +40,7 @@ PHASES = ("data", "copy", "forward", "backward", "optimizer")
 
 @contextmanager
 def _phase(name: str, device: torch.device, times: dict | None) -> Iterator[None]:
-    """A `record_function` range; with `times`, also its synchronised wall seconds added to times[name]."""
+    """A `record_function` range; with `times`, also its synchronized wall seconds added to times[name]."""
     with record_function(name):
         if times is None:
             yield
@@ -54,7 +54,7 @@ def _phase(name: str, device: torch.device, times: dict | None) -> Iterator[None
 
 def train_step(model: nn.Module, batches: Iterator, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
                device: torch.device, times: dict | None = None) -> torch.Tensor:
-    """The package's one step (`step.make_step`) in named phases (PHASES); with `times`, each is synchronised and timed."""
+    """The package's one step (`step.make_step`) in named phases (PHASES); with `times`, each is synchronized and timed."""
     def phase(name: str):
         return _phase(name, device, times)
 
@@ -65,13 +65,13 @@ def train_step(model: nn.Module, batches: Iterator, optimizer: torch.optim.Optim
 
 def step_budget(model: nn.Module, batches: Iterable, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
                 device: torch.device, steps: int = 20, warmup: int = 5) -> dict:
-    """Mean seconds per phase of a step (each phase synchronised), and of whole uninstrumented steps.
+    """Mean seconds per phase of a step (each phase synchronized), and of whole uninstrumented steps.
 
     Instrumented and whole steps alternate, so a machine that speeds up or slows down during the
-    measurement affects both alike. The phases are timed with a synchronisation around each, which
-    serialises CPU and device; the whole steps have none inside. On a CPU the two should agree; on a
+    measurement affects both alike. The phases are timed with a synchronization around each, which
+    serializes CPU and device; the whole steps have none inside. On a CPU the two should agree; on a
     GPU the whole step can be shorter, by the overlap of CPU launches with GPU work that the
-    synchronisations remove. `zero_grad` counts in the forward phase.
+    synchronizations remove. `zero_grad` counts in the forward phase.
     """
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
@@ -156,7 +156,7 @@ def profiler_overhead(model: nn.Module, batches: Iterable, optimizer: torch.opti
     """Median seconds of a training step without and with torch.profiler recording it, measured in one run.
 
     Blocks of `steps` plain steps and `steps` recorded steps alternate `rounds` times, in ABBA order (so a
-    machine that drifts affects both alike); every step is synchronised and timed the same way. The
+    machine that drifts affects both alike); every step is synchronized and timed the same way. The
     profiler's start, stop and trace processing fall outside the timed steps: the ratio is the per-step
     recording cost. `round_ratios` holds each round's ratio of medians and `verdict` says whether the
     profiled step was slower in every round (`pairs.verdict`).
@@ -342,7 +342,7 @@ def _events_of(prof: torch.profiler.profile) -> list[dict]:
         return trace_events(path)
 
 
-# Sampling utilisation and power while a block runs.
+# Sampling utilization and power while a block runs.
 
 def cpu_reader() -> Callable[[], dict]:
     """A function reading this process's CPU use since its previous call, in % of the cores it may run on."""

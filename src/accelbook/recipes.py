@@ -5,7 +5,7 @@ backend flags, fused optimizer, compilation, CUDA graphs). `train_recipe` trains
 reports its wall time, steady-state throughput, accuracy and (with NVML) energy. `check_change`
 compares the first steps of two recipes on the same batches, so a rung is checked before it is timed.
 
-Both data paths normalise on the device with `data.normalize`, so they compute the same numbers on
+Both data paths normalize on the device with `data.normalize`, so they compute the same numbers on
 every device: CUDA divides by a Python scalar as a multiply by its float32 reciprocal (one ulp off
 true division for many pixel values), so a host-side `Normalize` and a device-side one differ there.
 Training batches are full batches only (the partial last batch is dropped): every step has one
@@ -56,7 +56,7 @@ class Rung:
 
 
 def json_fields(d: dict) -> dict:
-    """`d` as a JSON record keeps it: its tuples as lists."""
+    """`d` as a JSON record keeps it: its values that are tuples as lists (one level deep)."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
@@ -91,8 +91,8 @@ class Recipe:
 
     @classmethod
     def from_record(cls, kept: dict) -> Recipe:
-        """The recipe a ladder record kept (`as_record`'s inverse: its lists back to tuples)."""
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in kept.items()})
+        """The recipe a ladder record kept (`as_record`'s inverse); its missing fields take today's defaults."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in known_fields(cls, kept).items()})
 
 
 # The article's corrected model trained fast (the ladder's one-cycle, "2 epochs" and "batch 256" rungs, fp32,
@@ -107,7 +107,7 @@ class Result:
 
     wall_s: float                   # from building the loader and model to the test accuracy (compile included)
     warmup_s: float                 # the first steps (allocation, autotuning, compilation)
-    steady_images_per_s: float      # after the warm-up, synchronised at both ends
+    steady_images_per_s: float      # after the warm-up, synchronized at both ends
     epoch_s: float                  # one epoch at the steady rate
     steps: int
     test_accuracy: float
@@ -140,7 +140,7 @@ def unsupported(recipe: Recipe, device: torch.device) -> str | None:
 
 
 class OnDevice:
-    """A DataLoader's uint8 batches, copied to `device` and normalised there, as `DeviceLoader` does it."""
+    """A DataLoader's uint8 batches, copied to `device` and normalized there, as `DeviceLoader` does it."""
 
     def __init__(self, loader, device: torch.device):
         self.loader, self.device = loader, torch.device(device)
@@ -150,17 +150,17 @@ class OnDevice:
         return len(self.loader)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """(normalised float images, labels) on the device, one batch at a time."""
+        """(normalized float images, labels) on the device, one batch at a time."""
         for images, labels in self.loader:
             yield normalize(images.to(self.device, non_blocking=True)), labels.to(self.device, non_blocking=True)
 
 
 def make_loader(recipe: Recipe, data: Data, device: torch.device, seed: int, index: torch.Tensor | None = None,
                 shuffle: bool = True):
-    """Training batches for `recipe` (of `index`, default its training images): full batches only, normalised on `device`.
+    """Training batches for `recipe` (of `index`, default its training images): full batches only, normalized on `device`.
 
     The "dataloader" path converts PIL images one by one in a DataLoader (uint8, `PILToTensor`) and
-    normalises each batch on the device with the same function as the "device" path.
+    normalizes each batch on the device with the same function as the "device" path.
     """
     index = data.train_index(recipe.train_images) if index is None else index
     if recipe.loader == "device":
@@ -255,7 +255,7 @@ def steps_for(recipe: Recipe, batches_per_epoch: int) -> int:
 
 def accuracy(model: nn.Module, recipe: Recipe, images: torch.Tensor, labels: torch.Tensor, device: torch.device,
              batch_size: int = 2000) -> float:
-    """Accuracy of `model` on uint8 `images` (normalised here), evaluated as the recipe trains (precision, layout)."""
+    """Accuracy of `model` on uint8 `images` (normalized here), evaluated as the recipe trains (precision, layout)."""
     def prepare(x: torch.Tensor) -> torch.Tensor:
         x = normalize(x)
         return x.contiguous(memory_format=torch.channels_last) if recipe.channels_last else x
@@ -272,7 +272,7 @@ def train_recipe(recipe: Recipe, device: torch.device, data: Data, seed: int = 0
 
     `wall_s` runs from building the loader and the model to the test accuracy (compilation and warm-up
     included; a compiled recipe starts from `fresh_compilation`). The steady rate is timed between two
-    synchronisations after the first `max(1, steps // 10)` steps, at most 20, so warm-up and
+    synchronizations after the first `max(1, steps // 10)` steps, at most 20, so warm-up and
     compilation stay out of it. `sampler_read` (e.g. `profiling.nvml_reader()`) samples power for `energy_j`.
     """
     device = torch.device(device)
@@ -383,3 +383,11 @@ def check_change(before: Recipe, after: Recipe, kind: str, device: torch.device,
         a, b = first_losses(before, device, data, steps), first_losses(after, device, data, steps)
     diff = max(abs(x - y) for x, y in zip(a, b, strict=True))
     return {"kind": kind, "ok": diff <= LOSS_TOLERANCE[kind], "max_diff": diff, "before": a, "after": b}
+
+
+def known_fields(cls, kept: dict) -> dict:
+    """`kept`, once every field it names is one of the dataclass `cls`'s (one clear error otherwise)."""
+    unknown = sorted(set(kept) - {f.name for f in fields(cls)})
+    if unknown:
+        raise ValueError(f"the record's recipe has fields this version does not know: {', '.join(unknown)}")
+    return kept

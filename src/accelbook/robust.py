@@ -18,7 +18,7 @@ from .data import MEAN, STD, normalize
 from .step import accuracy, count_correct
 from .train import evaluate, fit
 
-LOW, HIGH = (0.0 - MEAN) / STD, (1.0 - MEAN) / STD  # pixel values 0 and 1 after normalisation
+LOW, HIGH = (0.0 - MEAN) / STD, (1.0 - MEAN) / STD  # pixel values 0 and 1 after normalization
 
 
 def augmentation(kind: str):
@@ -101,7 +101,7 @@ def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn=F
 def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
     """Fast gradient sign method (Goodfellow et al. 2015): one step of size `eps` (pixel units, 0-1) up the loss.
 
-    `x` is normalised; the step is eps / STD in normalised units, and the result stays a valid image.
+    `x` is normalized; the step is eps / STD in normalized units, and the result stays a valid image.
     """
     if eps == 0:
         return x.detach()
@@ -201,7 +201,7 @@ def ece(probs: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> float:
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """The temperature T > 0 that minimises the NLL of softmax(logits / T) (Guo et al. 2017): fit on validation."""
+    """The temperature T > 0 that minimizes the NLL of softmax(logits / T) (Guo et al. 2017): fit on validation."""
     log_t = torch.zeros((), requires_grad=True)
     optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200, line_search_fn="strong_wolfe")
 

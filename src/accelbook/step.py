@@ -35,11 +35,11 @@ def make_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Calla
     """A function `step(inputs, targets)`: one optimizer step on a batch; returns the batch's loss.
 
     `forward` runs the model (default `model`; e.g. its `torch.compile`d version); `prepare` turns
-    the inputs, once on `device`, into what the model takes (normalisation, channels_last);
+    the inputs, once on `device`, into what the model takes (normalization, channels_last);
     `autocast` makes the precision context (bf16/fp16); `scaler` is fp16's GradScaler; `schedule`
     steps after each optimizer step, then `average` (a `train.WeightAverage`) takes the new weights.
     `phase(name)` wraps "copy", "forward" (gradients reset, then the forward pass and loss),
-    "backward" and "optimizer". The returned loss is the batch's, on the device, unsynchronised.
+    "backward" and "optimizer". The returned loss is the batch's, on the device, unsynchronized.
 
     `accumulate=k`: each call takes one of k micro-batches that make one optimizer step. Its loss is
     divided by k before the backward pass, gradients are reset before the first micro-batch of a
