@@ -242,7 +242,7 @@ the accuracy: these change what is computed, so each one is checked on the valid
 first losses. In today's ladder a faster rung must stay within a fifth of a point of the target (or of
 the article's recipe, where that is lower), one bar for every rung. Their gains belong to the task.
 A record made with one training run per rung decides a rung within a few tenths of a point of the bar
-on the seed: chapter 6 retrains its largest kept cut from three seeds, and
+on the seed: chapter 6 retrains its 2-epoch rung from three seeds, and
 `python -m accelbook.ladder --seeds 3` holds every rung's mean to the bar.
 
 {less}
