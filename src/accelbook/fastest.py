@@ -254,15 +254,16 @@ on the seed: chapter 6 retrains its 2-epoch rung from three seeds, and
 1. **Profile first** ({{doc}}`chapter 5 <../notebooks/05_profiling>`): find the phase that takes the time
    (data, forward, backward, optimizer) before changing anything.
 2. **Data path**: keep the GPU fed. Decode once, keep a small data set on the device, or give the
-   `DataLoader` workers and pinned memory ({{doc}}`chapter 4 <../notebooks/04_training>`).
-3. **Mixed precision**: `torch.autocast` with bf16 on GPUs that have it (A100, H100), fp16 with a
-   `GradScaler` on older ones (T4, V100).
-4. **Memory layout**: `channels_last` for convolutions on tensor cores.
+   `DataLoader` workers and {{term}}`pinned memory <pinned memory>` ({{doc}}`chapter 4 <../notebooks/04_training>`).
+3. **{{term}}`Mixed precision <AMP>`**: `torch.autocast` with {{term}}`bf16 <bf16>` on GPUs that have it
+   (A100, H100), {{term}}`fp16 <fp16>` with a `GradScaler` on older ones (T4, V100).
+4. **Memory layout**: `channels_last` for convolutions on {{term}}`tensor cores <tensor core>`.
 5. **Fused optimizer**: `torch.optim.AdamW(..., fused=True)`.
 6. **`torch.compile`**: fuses element-wise work; pays its compilation in the first steps.
-7. **CUDA graphs** (`mode="reduce-overhead"`): for small steps where kernel launches dominate.
+7. **{{term}}`CUDA graphs <CUDA graph>`** (`mode="reduce-overhead"`): for small steps where
+   {{term}}`kernel launches <kernel launch>` dominate.
 8. **Batch size with its schedule**: a larger batch needs its learning rate and schedule retuned on a
-   validation set ({{doc}}`chapter 6 <../notebooks/06_optimization>`).
+   {{term}}`validation split <validation split>` ({{doc}}`chapter 6 <../notebooks/06_optimization>`).
 9. **More GPUs** last: when one GPU is busy and the step is large enough that communication hides
    behind computation ({{doc}}`chapter 7 <../notebooks/07_scaling>`).
 
