@@ -136,3 +136,52 @@ def test_the_less_training_table_names_the_bar_its_rungs_were_held_to():
     less, same = fastest.table(rec, fastest.LESS), fastest.table(rec, fastest.SAME)
     assert f"validation bar {bar(0.9871):.2%}, set from rung 0's 98.71%" in less.splitlines()[0]
     assert "validation bar" not in same
+
+
+
+def test_a_record_that_trained_the_rung_the_same_way_says_so_once():
+    """Chapter 6's sentence on the record's bf16 rung: "the same" only for one recipe, seed and bar."""
+    from accelbook.ladder import bar
+
+    rec, rung = record(), "mixed precision"
+    row = fastest.rung_row(rec, rung)
+    assert row and not row["skipped"], "the record ran its mixed-precision rung"
+    same = fastest.record_rung(rec, copy.deepcopy(rec), rung)
+    assert same.startswith("The newest record trained the same recipe") and same.count(row["quality"]) == 1
+    first = next(s for s in rec["rungs"] if s.get("wall_s"))
+    differs = (f"In the newest record it reached {row['quality']} against that record's bar of "
+               f"{bar(first['val_accuracy']):.2%}, and was {'kept' if row['kept'] else 'not kept'}.")
+    other = copy.deepcopy(rec)
+    other["recipes"][rung]["lr"] = 0.5  # another recipe: the record's own figures, with its bar
+    assert fastest.record_rung(rec, other, rung) == differs
+    elsewhere = copy.deepcopy(rec)
+    next(s for s in elsewhere["rungs"] if s["rung"] == rung)["val_accuracy"] -= 0.001  # another result
+    assert fastest.record_rung(rec, elsewhere, rung) == differs
+    unnamed = copy.deepcopy(rec)
+    del unnamed["recipes"]  # neither side names its recipe: nothing says it was the same
+    assert fastest.record_rung(unnamed, unnamed, rung) == differs
+    lower = copy.deepcopy(rec)
+    next(s for s in lower["rungs"] if s.get("wall_s"))["val_accuracy"] = 0.95  # another bar
+    assert fastest.record_rung(rec, lower, rung).startswith("In the newest record it reached")
+    seeds = copy.deepcopy(rec)
+    for s in seeds["rungs"]:
+        s["seeds"] = 3  # a mean over seeds is never seed 0's figure
+    assert ", trained 3 times," in fastest.record_rung(seeds, rec, rung)
+    assert not fastest.record_rung(rec, seeds, rung).startswith("The newest record trained the same")
+    skipped = next(r["rung"] for r in fastest.rows(rec) if r["skipped"])
+    for absent in (skipped, "no such rung"):
+        assert fastest.record_rung(rec, rec, absent) == (
+            f"The newest record has no result for {absent} to set beside it.")
+    assert fastest.record_rung(None, rec, rung) == "There is no record to compare."
+
+
+def test_the_seed_noise_sentence_claims_only_what_the_record_holds():
+    """No record, a one-seed record and a `--seeds 3` record each get their own sentence."""
+    rec = record()
+    assert fastest.seed_noise(None).startswith("There is no committed record")
+    assert "trained each rung once" in fastest.seed_noise(rec)
+    for s, std in zip(rec["rungs"][:3], [0.0004, 0.0010, 0.0006], strict=True):
+        s.update(seeds=3, val_accuracy_std=std)
+    noise = fastest.seed_noise(rec)
+    assert "trained each rung 3 times (`--seeds 3`)" in noise
+    assert "deviation of 0.06 points" in noise and "0.10 at most" in noise

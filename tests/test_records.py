@@ -1,5 +1,6 @@
 """Records with provenance: the probe writes them, the chapters find and read them, NVML degrades."""
 
+import copy
 import json
 import re
 from pathlib import Path
@@ -308,3 +309,42 @@ def test_a_ladder_table_over_seeds_shows_each_rungs_spread_within_88_columns():
     assert "± pts" in lines[0] and "(wall s, images/s, s/epoch, val acc: means over 3 seeds a rung)" in lines
     assert f"{ran[-1]['val_accuracy']:>9.2%}{0.01 * len(ran):>7.2f}" in text
     assert max(map(len, lines)) <= 88
+
+
+def _rungs(*spec):
+    """Ladder rungs from (name, kept, skipped) triples."""
+    return [{"rung": n, "kept": k, "skipped": s} for n, k, s in spec]
+
+
+def test_a_rung_is_named_by_the_recipe_it_was_added_to():
+    rungs = _rungs(("base", True, None), ("SDPA", True, None), ("fused", False, None),
+                   ("mixed precision", True, None), ("compile", False, "CPU"))
+    assert records.kept_before(rungs, "mixed precision") == "base with SDPA"
+    rungs[2]["kept"] = True
+    assert records.kept_before(rungs, "mixed precision") == "base with SDPA and fused"
+    rungs[2]["kept"] = False
+    assert records.kept_before(rungs[:1] + rungs[2:], "mixed precision") == "base alone"
+    assert records.kept_before(rungs, "compile") is None and records.kept_before(rungs, "absent") is None
+
+
+def test_chapter_10s_comparison_says_what_differs_and_what_is_missing():
+    """Same or other recipe, same or other processor, a rung missing on one side or both, no record."""
+    mine = _rungs(("base", True, None), ("SDPA", True, None), ("mixed precision", False, None))
+    cpu = {"device": "cpu", "device_name": "x86-64", "cpu_model": "AMD EPYC", "cpu_features": ["avx512_bf16"]}
+    rec = {"provenance": cpu, "rungs": copy.deepcopy(mine)}
+    here = records.processor(cpu)
+    same = records.compared(mine, rec, "mixed precision", "bf16", here)
+    assert same.startswith("Both timed bf16 against one recipe, base with SDPA. Both report the same processor")
+    rec["rungs"][1]["kept"] = False
+    other = records.compared(mine, rec, "mixed precision", "bf16", "Intel Xeon")
+    assert "this page's run added it to base with SDPA, the record to base alone" in other
+    assert "this page on Intel Xeon, the record on AMD EPYC" in other
+    assert "The record does not name its processor." in records.compared(
+        mine, {**rec, "provenance": {"device": "cpu", "device_name": "x86-64"}}, "mixed precision", "bf16", here)
+    assert "This machine does not name its processor." in records.compared(mine, rec, "mixed precision", "bf16",
+                                                                            None)
+    assert records.compared(mine[:2], rec, "mixed precision", "bf16", here) == (
+        "This page's run did not time bf16, so there is nothing to compare.")
+    assert records.compared(mine[:2], {**rec, "rungs": mine[:2]}, "mixed precision", "bf16", here) == (
+        "Neither this page's run nor the record timed bf16.")
+    assert records.compared(mine, None, "mixed precision", "bf16", here) == "There is no record to compare with."

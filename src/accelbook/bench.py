@@ -46,18 +46,20 @@ def synchronize(device: torch.device | str) -> None:
 
 def time_op(fn: Callable[[], object], device: torch.device | str, warmup: int = 3,
             repeats: int = 10, min_block: float = 0.01) -> Measurement:
-    """Seconds per call of `fn()` on `device`: untimed warm-up, then `repeats` synchronized timed blocks.
+    """Seconds per call of `fn()` on `device`: untimed warm-up, then `repeats`
+    synchronized timed blocks.
 
-    A block runs `fn` often enough to last about `min_block` seconds (one call for slow operations),
-    so clock resolution and scheduler hiccups do not dominate tiny kernels. On CUDA each block is
-    bracketed by CUDA events on `device`'s stream (the GPU's own clock); elsewhere by a synchronize and
-    `time.perf_counter`.
+    A block runs `fn` often enough to last about `min_block` seconds (one call for slow
+    operations), so clock resolution and scheduler hiccups do not dominate tiny kernels.
+    On CUDA each block is bracketed by CUDA events on `device`'s stream (the GPU's own
+    clock); elsewhere by a synchronize and `time.perf_counter`.
     """
     device = torch.device(device)
-    for _ in range(warmup):  # first calls pay for kernel selection, allocator growth, cold caches
+    for _ in range(warmup):  # first calls: kernel choice, allocator growth, cold caches
         fn()
     number = max(1, int(min_block / max(_block_seconds(fn, device, 1), 1e-9)))
-    return Measurement([_block_seconds(fn, device, number) / number for _ in range(repeats)])
+    blocks = [_block_seconds(fn, device, number) for _ in range(repeats)]
+    return Measurement([b / number for b in blocks])
 
 
 def _block_seconds(fn: Callable[[], object], device: torch.device, number: int) -> float:

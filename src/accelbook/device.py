@@ -25,10 +25,11 @@ def _mps_available() -> bool:
 
 
 def accelerator() -> torch.device | None:
-    """torch.accelerator's device (PyTorch 2.6+) where one is usable here; else None, as on older torch."""
+    """torch.accelerator's device (PyTorch 2.6+) where one is usable here; else None,
+    as on older torch."""
     api = getattr(torch, "accelerator", None)
-    # is_available() first: current_accelerator() names the backend torch was built for even where
-    # no such device is usable (PyTorch 2.6's documentation said it raises there)
+    # is_available() first: current_accelerator() names the backend torch was built for
+    # even where no such device is usable (PyTorch 2.6's documentation said it raises)
     if api is None or not api.is_available():
         return None
     return api.current_accelerator()
@@ -42,7 +43,7 @@ def available_kinds() -> list[str]:
     if _mps_available():
         kinds.append("mps")
     extra = accelerator()
-    if extra is not None and extra.type not in kinds:  # a backend the book does not name (xpu, ...)
+    if extra is not None and extra.type not in kinds:  # a backend not named here (xpu)
         kinds.insert(0, extra.type)
     return kinds + ["cpu"]
 

@@ -147,6 +147,52 @@ def bar_text(record: dict) -> str:
             f"{quality(first)}")
 
 
+def rung_row(record: dict | None, rung: str) -> dict:
+    """One rung's row of `rows(record)` (rungs after rung 0), or {} without a record or that rung."""
+    return next((r for r in rows(record) if r["rung"] == rung), {}) if record else {}
+
+
+def seed_noise(record: dict | None) -> str:
+    """How far one seed moves a rung's validation accuracy in `record` (over its seeds), as a sentence."""
+    import statistics
+
+    from .ladder import seeds_of
+
+    if not record:
+        return "There is no committed record to show how far the seed alone moves a rung's accuracy."
+    stds = [s["val_accuracy_std"] * 100 for s in record["rungs"] if s.get("val_accuracy_std") is not None]
+    if not stds:
+        return ("The newest record trained each rung once, so it does not show how far the seed alone "
+                "moves a rung's accuracy.")
+    n, typical = seeds_of(record), statistics.median(stds)
+    return (f"The newest record trained each rung {n} times (`--seeds {n}`) and held each rung's mean "
+            f"accuracy to the bar. One seed's validation accuracy had a standard deviation of {typical:.2f} "
+            f"points (the median over its rungs; {max(stds):.2f} at most), so a rung within about "
+            f"{typical:.2f} points of the bar is decided by that noise if it is trained only once.")
+
+
+def record_rung(record: dict | None, live: dict, rung: str) -> str:
+    """What `rung` reached on validation in the committed `record`, beside this run's `live` record."""
+    from .ladder import bar, seeds_of
+
+    if not record:
+        return "There is no record to compare."
+    row = rung_row(record, rung)
+    if not row or row["skipped"]:
+        return f"The newest record has no result for {rung} to set beside it."
+    n, verdict = seeds_of(record), "kept" if row["kept"] else "not kept"
+    bars = [bar(next(s for s in r["rungs"] if s.get("wall_s"))["val_accuracy"]) for r in (record, live)]
+    recipes = [(r.get("recipes") or {}).get(rung) for r in (record, live)]
+    same = (n == seeds_of(live) == 1 and recipes[0] is not None  # seed 0 alone on both sides
+            and recipes[0] == recipes[1] and bars[0] == bars[1])
+    if same and row["quality"] == rung_row(live, rung).get("quality"):
+        return ("The newest record trained the same recipe from the same seed and reached the same "
+                f"{row['quality']} against the same bar; it was {verdict} there.")
+    times = f", trained {n} times," if n > 1 else ""
+    return (f"In the newest record{times} it reached {row['quality']} against that record's bar of "
+            f"{bars[0]:.2%}, and was {verdict}.")
+
+
 def tables(records: list[dict], part: str) -> str:
     """`part`'s table for each record that has rows in it."""
     return "\n\n".join(t for t in (table(rec, part) for rec in records) if t)

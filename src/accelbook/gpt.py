@@ -41,9 +41,10 @@ class GPTConfig:
             raise ValueError(f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})")
 
 
-def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0,
-                       training: bool = False) -> torch.Tensor:
-    """Causal attention written out: softmax(q k^T / sqrt(d) + causal mask) v, scores stored in full."""
+def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                       dropout_p: float = 0.0, training: bool = False) -> torch.Tensor:
+    """Causal attention written out: softmax(q k^T / sqrt(d) + causal mask) v,
+    scores stored in full."""
     t = q.size(-2)
     scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.size(-1)))
     future = torch.ones(t, t, dtype=torch.bool, device=q.device).triu(1)
@@ -52,10 +53,12 @@ def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropou
     return weights @ v
 
 
-def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0,
-                   training: bool = False) -> torch.Tensor:
-    """Causal attention through F.scaled_dot_product_attention (PyTorch chooses the kernel)."""
-    return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p if training else 0.0, is_causal=True)
+def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                   dropout_p: float = 0.0, training: bool = False) -> torch.Tensor:
+    """Causal attention through F.scaled_dot_product_attention (PyTorch chooses
+    the kernel)."""
+    p = dropout_p if training else 0.0
+    return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
 
 
 ATTENTION_FUNCTIONS = {"explicit": explicit_attention, "sdpa": sdpa_attention}

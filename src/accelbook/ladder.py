@@ -92,8 +92,10 @@ RUNGS = [
     Rung("cudnn.benchmark", {"cudnn_benchmark": True}, "round-off",
          "CUDA: time cuDNN's convolution algorithms on the first call of each shape and keep the fastest"),
     Rung("TF32 matmuls", {"tf32": True}, "round-off",
-         "CUDA, Ampere and newer: TF32 tensor cores for float32 matmuls; here autocast already runs the one "
-         "matmul in low precision, so expect nothing: it pays in float32 matmul-heavy models"),
+         "CUDA, Ampere and newer: TF32 tensor cores for float32 matmuls (convolutions use TF32 by default); "
+         "this model's linear layers are a small part of its work, and after a kept mixed-precision rung "
+         "autocast already runs them in low precision, so expect little: it pays in float32 matmul-heavy "
+         "models"),
     Rung("fused Adam", {"fused": True}, "round-off",
          "one fused update kernel instead of foreach's multi-tensor kernels (CUDA) or a loop over tensors (CPU)"),
     Rung("torch.compile", {"compile": "default"}, "round-off",

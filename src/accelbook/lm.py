@@ -43,29 +43,30 @@ LOSS_SLACK = 0.05   # a same-training rung may end this much above the best reci
 
 @dataclass(frozen=True)
 class LMRecipe:
-    """Every knob of one language-model run; a rung of the ladder changes one of them (or one related group)."""
+    """Every knob of one language-model run; a rung of the ladder changes one of them
+    (or one related group)."""
 
     n_layer: int = 4
     n_head: int = 4
     n_embd: int = 128
     block_size: int = 64
     dropout: float = 0.0
-    batch_size: int = 12            # windows per optimizer step (split into grad_accum micro-batches)
+    batch_size: int = 12            # windows per step (in grad_accum micro-batches)
     grad_accum: int = 1
-    iters: int = 2000               # optimizer steps (the run has iters + 1 iterations, as nanoGPT's loop)
-    learning_rate: float = 1e-3     # peak, after a linear warm-up; cosine decay to min_lr (nanoGPT's get_lr)
+    iters: int = 2000               # optimizer steps (nanoGPT's loop runs iters + 1)
+    learning_rate: float = 1e-3     # peak; linear warm-up, cosine decay to min_lr
     min_lr: float = 1e-4
     warmup_iters: int = 100
     lr_decay_iters: int = 2000
     weight_decay: float = 0.1       # on matrices and embeddings only (nanoGPT's groups)
     betas: tuple[float, float] = (0.9, 0.99)
-    grad_clip: float | None = 1.0   # gradient norm clipped before each optimizer step (None: no clipping)
-    attention: str = "explicit"     # "explicit" (scores stored) or "sdpa" (F.scaled_dot_product_attention)
-    precision: str = "fp32"         # "bf16" or "fp16": autocast (fp16 also scales the loss)
+    grad_clip: float | None = 1.0   # gradient norm clipped each step (None: never)
+    attention: str = "explicit"     # "explicit" (scores stored) or "sdpa"
+    precision: str = "fp32"         # "bf16" or "fp16": autocast (fp16 scales loss)
     tf32: bool = False              # CUDA: TF32 for float32 matmuls
-    fused: bool = False             # fused AdamW; else PyTorch's default (foreach on CUDA, a for-loop on CPU)
-    compile: str = ""               # "" or a torch.compile mode ("default", "reduce-overhead": CUDA graphs, ...)
-    checkpointing: bool = False     # activation checkpointing of every block (memory bought with time)
+    fused: bool = False             # fused AdamW; else foreach (CUDA) or a loop
+    compile: str = ""               # "" or a torch.compile mode ("default", ...)
+    checkpointing: bool = False     # activation checkpointing of every block
     eval_interval: int = 250
     eval_iters: int = 20
 
@@ -230,11 +231,14 @@ def build(recipe: LMRecipe, device: torch.device, vocab_size: int, seed: int):
     return model, forward, optimizer, Schedule(optimizer, recipe), scaler
 
 
-def lm_step(recipe: LMRecipe, device: torch.device, model: nn.Module, forward, optimizer, schedule,
-            scaler) -> Callable:
-    """`step.make_step` for one micro-batch, with the recipe's autocast, accumulation, clipping and schedule."""
-    return make_step(model, optimizer, lm_loss, device, forward=forward, autocast=lambda: autocast(recipe, device),
-                     scaler=scaler, schedule=schedule, accumulate=recipe.grad_accum, clip=recipe.grad_clip)
+def lm_step(recipe: LMRecipe, device: torch.device, model: nn.Module, forward,
+            optimizer, schedule, scaler) -> Callable:
+    """`step.make_step` for one micro-batch, with the recipe's autocast, accumulation,
+    clipping and schedule."""
+    return make_step(model, optimizer, lm_loss, device, forward=forward,
+                     autocast=lambda: autocast(recipe, device), scaler=scaler,
+                     schedule=schedule, accumulate=recipe.grad_accum,
+                     clip=recipe.grad_clip)
 
 
 def split_losses(model: GPT, corpus: Corpus, recipe: LMRecipe, device: torch.device) -> dict[str, float]:

@@ -52,9 +52,11 @@ def _phase(name: str, device: torch.device, times: dict | None) -> Iterator[None
         times[name] = times.get(name, 0.0) + time.perf_counter() - start
 
 
-def train_step(model: nn.Module, batches: Iterator, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
-               device: torch.device, times: dict | None = None) -> torch.Tensor:
-    """The package's one step (`step.make_step`) in named phases (PHASES); with `times`, each is synchronized and timed."""
+def train_step(model: nn.Module, batches: Iterator, optimizer: torch.optim.Optimizer,
+               loss_fn: nn.Module, device: torch.device,
+               times: dict | None = None) -> torch.Tensor:
+    """The package's one step (`step.make_step`) in named phases (PHASES); with `times`,
+    each is synchronized and timed."""
     def phase(name: str):
         return _phase(name, device, times)
 
@@ -63,21 +65,24 @@ def train_step(model: nn.Module, batches: Iterator, optimizer: torch.optim.Optim
     return make_step(model, optimizer, loss_fn, device, phase=phase)(images, labels)
 
 
-def step_budget(model: nn.Module, batches: Iterable, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
-                device: torch.device, steps: int = 20, warmup: int = 5) -> dict:
-    """Mean seconds per phase of a step (each phase synchronized), and of whole uninstrumented steps.
+def step_budget(model: nn.Module, batches: Iterable, optimizer: torch.optim.Optimizer,
+                loss_fn: nn.Module, device: torch.device, steps: int = 20,
+                warmup: int = 5) -> dict:
+    """Mean seconds per phase of a step (each phase synchronized), and of whole
+    uninstrumented steps.
 
-    Instrumented and whole steps alternate, so a machine that speeds up or slows down during the
-    measurement affects both alike. The phases are timed with a synchronization around each, which
-    serializes CPU and device; the whole steps have none inside. On a CPU the two should agree; on a
-    GPU the whole step can be shorter, by the overlap of CPU launches with GPU work that the
-    synchronizations remove. `zero_grad` counts in the forward phase.
+    Instrumented and whole steps alternate, so a machine that speeds up or slows down
+    during the measurement affects both alike. The phases are timed with a
+    synchronization around each, which serializes CPU and device; the whole steps have
+    none inside. On a CPU the two should agree; on a GPU the whole step can be shorter,
+    by the overlap of CPU launches with GPU work that the synchronizations remove.
+    `zero_grad` counts in the forward phase.
     """
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
     model.train()
     stream = endless(batches)
-    for _ in range(warmup):  # first calls: allocator growth, kernel selection, Adam's state, worker start
+    for _ in range(warmup):  # first calls: allocator, kernels, Adam's state, workers
         train_step(model, stream, optimizer, loss_fn, device)
     times: dict[str, float] = {}
     whole = 0.0
@@ -88,7 +93,8 @@ def step_budget(model: nn.Module, batches: Iterable, optimizer: torch.optim.Opti
         train_step(model, stream, optimizer, loss_fn, device)
         synchronize(device)
         whole += time.perf_counter() - start
-    return {"phases": {p: times[p] / steps for p in PHASES}, "step": whole / steps, "steps": steps}
+    phases = {p: times[p] / steps for p in PHASES}
+    return {"phases": phases, "step": whole / steps, "steps": steps}
 
 
 # What the profiler's C++ side (Kineto) prints straight to file descriptor 2 on every start and stop, its
@@ -127,21 +133,25 @@ def activities(device: torch.device) -> list[ProfilerActivity]:
     return acts
 
 
-def profile_training(model: nn.Module, batches: Iterable, optimizer: torch.optim.Optimizer,
-                     loss_fn: nn.Module, device: torch.device, wait: int = 1, warmup: int = 2,
-                     active: int = 3, trace_path: str | Path | None = None, memory: bool = False,
+def profile_training(model: nn.Module, batches: Iterable,
+                     optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
+                     device: torch.device, wait: int = 1, warmup: int = 2,
+                     active: int = 3, trace_path: str | Path | None = None,
+                     memory: bool = False,
                      shapes: bool = True) -> torch.profiler.profile:
-    """torch.profiler over wait + warmup + active training steps; the trace (of the active steps) to `trace_path`."""
+    """torch.profiler over wait + warmup + active training steps; the trace (of the
+    active steps) to `trace_path`."""
     def on_ready(prof: torch.profiler.profile) -> None:
         if trace_path is not None:
             prof.export_chrome_trace(str(trace_path))
 
     model.train()
     stream = endless(batches)
-    schedule = torch.profiler.schedule(wait=wait, warmup=warmup, active=active, repeat=1)
+    schedule = torch.profiler.schedule(wait=wait, warmup=warmup, active=active,
+                                       repeat=1)
     with quiet_profiler_logs(), torch.profiler.profile(
-            activities=activities(device), schedule=schedule, on_trace_ready=on_ready, record_shapes=shapes,
-            profile_memory=memory) as prof:
+            activities=activities(device), schedule=schedule, on_trace_ready=on_ready,
+            record_shapes=shapes, profile_memory=memory) as prof:
         for _ in range(wait + warmup + active):
             with record_function("train_step"):
                 train_step(model, stream, optimizer, loss_fn, device)
@@ -235,32 +245,38 @@ def memory_curve(events: list[dict], device_type: int = 0, device_id: int | None
 SAVES_NOTHING = (nn.Identity, nn.Flatten, nn.AdaptiveAvgPool2d)
 
 
-def _saved(module: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> list[tuple[torch.Tensor, int]]:
-    """(tensor, bytes) that autograd saves for `module`'s backward, for the layer types of the book's models."""
+def _saved(module: nn.Module, inp: torch.Tensor,
+           out: torch.Tensor) -> list[tuple[torch.Tensor, int]]:
+    """(tensor, bytes) that autograd saves for `module`'s backward, for the layer types
+    of the book's models."""
     size = lambda t, dtype=None: t.numel() * (dtype or t.dtype).itemsize  # noqa: E731
     if isinstance(module, (nn.Conv2d, nn.Linear)):
         return [(inp, size(inp))]  # the weight gradient needs the input
     if isinstance(module, nn.ReLU):
         return [(out, size(out))]  # the mask comes from the output
-    if isinstance(module, nn.Hardtanh):  # ReLU6 is hardtanh(0, 6): its backward reads the input
+    if isinstance(module, nn.Hardtanh):  # ReLU6 = hardtanh(0, 6): reads its input
         return [(inp, size(inp))]
     if isinstance(module, nn.MaxPool2d):
-        return [(inp, size(inp)), (None, size(out, torch.int64))]  # input and the argmax indices
+        return [(inp, size(inp)), (None, size(out, torch.int64))]  # and argmax indices
     if isinstance(module, nn.BatchNorm2d):
-        return [(inp, size(inp)), (None, 2 * out.shape[1] * 4)]  # input, batch mean and inverse std
+        return [(inp, size(inp)), (None, 2 * out.shape[1] * 4)]  # and mean, inverse std
     if isinstance(module, SAVES_NOTHING):
         return []
-    raise ValueError(f"predict_memory has no rule for {type(module).__name__}: add what its backward saves to _saved")
+    raise ValueError(f"predict_memory has no rule for {type(module).__name__}: "
+                     "add what its backward saves to _saved")
 
 
-def predict_memory(model: nn.Module, input_shape: tuple, optimizer_states: int = 2) -> dict:
-    """Predicted bytes of parameters, gradients, optimizer state and saved activations for one batch.
+def predict_memory(model: nn.Module, input_shape: tuple,
+                   optimizer_states: int = 2) -> dict:
+    """Predicted bytes of parameters, gradients, optimizer state and saved activations
+    for one batch.
 
-    `activations` counts what the forward pass allocates and autograd keeps for backward; the input
-    batch, which the first layer keeps too, exists before the forward pass and is left out.
-    The model runs on the meta device (shapes only, no arithmetic, no memory); a tensor saved by two
-    layers (a ReLU's output that the next pool also keeps) is counted once. Adam keeps two tensors
-    per parameter (`optimizer_states=2`); SGD with momentum one; plain SGD none.
+    `activations` counts what the forward pass allocates and autograd keeps for
+    backward; the input batch, which the first layer keeps too, exists before the
+    forward pass and is left out. The model runs on the meta device (shapes only, no
+    arithmetic, no memory); a tensor saved by two layers (a ReLU's output that the next
+    pool also keeps) is counted once. Adam keeps two tensors per parameter
+    (`optimizer_states=2`); SGD with momentum one; plain SGD none.
     """
     meta = _meta_copy(model)
     example = torch.empty(input_shape, device="meta")
@@ -273,18 +289,21 @@ def predict_memory(model: nn.Module, input_shape: tuple, optimizer_states: int =
         for tensor, nbytes in _saved(module, inputs[0], output):
             if tensor is None:
                 extra += nbytes
-            elif tensor is not example:  # the batch itself exists before the forward pass starts
+            elif tensor is not example:  # the batch exists before the forward pass
                 keep.append(tensor)
                 seen.setdefault(id(tensor), nbytes)
 
-    hooks = [m.register_forward_hook(hook) for m in meta.modules() if not list(m.children())]
+    leaves = [m for m in meta.modules() if not list(m.children())]
+    hooks = [m.register_forward_hook(hook) for m in leaves]
     try:
         meta(example)
     finally:
         for h in hooks:
             h.remove()
-    params = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
-    return {"parameters": params, "gradients": params, "optimizer": optimizer_states * params,
+    trained = [p for p in model.parameters() if p.requires_grad]
+    params = sum(p.numel() * p.element_size() for p in trained)
+    return {"parameters": params, "gradients": params,
+            "optimizer": optimizer_states * params,
             "activations": sum(seen.values()) + extra}
 
 
@@ -415,14 +434,16 @@ class Sampler:
 
     @property
     def energy_j(self) -> float | None:
-        """Joules over the samples: the energy counter's difference, else power integrated (trapezoidal rule)."""
+        """Joules over the samples: the energy counter's difference, else power
+        integrated (trapezoidal rule)."""
         t, counter = self.series("energy_mj")
         if len(t) >= 2:
             return (counter[-1] - counter[0]) / 1000
         t, watts = self.series("power_w")
         if len(t) < 2:
             return None
-        return sum((t[i + 1] - t[i]) * (watts[i] + watts[i + 1]) / 2 for i in range(len(t) - 1))
+        steps = range(len(t) - 1)
+        return sum((t[i + 1] - t[i]) * (watts[i] + watts[i + 1]) / 2 for i in steps)
 
     def mean(self, key: str) -> float | None:
         """Mean of one quantity over the samples; None when it was never sampled."""

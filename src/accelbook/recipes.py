@@ -91,8 +91,12 @@ class Recipe:
 
     @classmethod
     def from_record(cls, kept: dict) -> Recipe:
-        """The recipe a ladder record kept (`as_record`'s inverse); its missing fields take today's defaults."""
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in known_fields(cls, kept).items()})
+        """The recipe a ladder record kept (`as_record`'s inverse); its missing fields take today's defaults,
+        and a field this version does not know is one clear error."""
+        unknown = sorted(set(kept) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"the record's recipe has fields this version does not know: {', '.join(unknown)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in kept.items()})
 
 
 # The article's corrected model trained fast (the ladder's one-cycle, "2 epochs" and "batch 256" rungs, fp32,
@@ -383,11 +387,3 @@ def check_change(before: Recipe, after: Recipe, kind: str, device: torch.device,
         a, b = first_losses(before, device, data, steps), first_losses(after, device, data, steps)
     diff = max(abs(x - y) for x, y in zip(a, b, strict=True))
     return {"kind": kind, "ok": diff <= LOSS_TOLERANCE[kind], "max_diff": diff, "before": a, "after": b}
-
-
-def known_fields(cls, kept: dict) -> dict:
-    """`kept`, once every field it names is one of the dataclass `cls`'s (one clear error otherwise)."""
-    unknown = sorted(set(kept) - {f.name for f in fields(cls)})
-    if unknown:
-        raise ValueError(f"the record's recipe has fields this version does not know: {', '.join(unknown)}")
-    return kept

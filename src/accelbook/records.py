@@ -160,3 +160,41 @@ def provenance_line(record: dict) -> str:
     model = f" ({p['cpu_model']})" if p.get("cpu_model") and p["device"] == "cpu" else ""
     return (f"{p['device_name']}{model} | driver {p.get('driver') or '-'} | CUDA {p.get('cuda_runtime') or '-'} | "
             f"torch {p['torch']} | {p['datetime_utc'][:10]} | `{p['command']}`")
+
+
+def kept_before(rungs: list[dict], name: str) -> str | None:
+    """The recipe rung `name` was added to ("<rung 0> with A and B", "<rung 0> alone"), or None if not run."""
+    names = [r["rung"] for r in rungs]
+    if name not in names or rungs[names.index(name)].get("skipped"):
+        return None
+    kept = [r["rung"] for r in rungs[1 : names.index(name)] if r["kept"]]
+    return f"{rungs[0]['rung']} with " + " and ".join(kept) if kept else f"{rungs[0]['rung']} alone"
+
+
+def same_processor(here: str | None, rec: dict) -> str:
+    """Whether this machine (`here`, as `processor_here` names it) and record `rec` share a processor."""
+    there = processor(rec["provenance"])
+    if not there:
+        return "The record does not name its processor."
+    if not here:
+        return "This machine does not name its processor."
+    if here == there:
+        return f"Both report the same processor, {here}."
+    return f"They ran on different processors: this page on {here}, the record on {there}."
+
+
+def compared(rungs: list[dict], rec: dict | None, name: str, label: str, here: str | None) -> str:
+    """How this page's and record `rec`'s pairs of rung `name` (`label` in prose) differ: the recipe each
+    added it to, and the processor."""
+    if not rec:
+        return "There is no record to compare with."
+    mine, theirs = kept_before(rungs, name), kept_before(rec["rungs"], name)
+    if mine is None and theirs is None:
+        return f"Neither this page's run nor the record timed {label}."
+    if mine is None or theirs is None:
+        who = "This page's run" if mine is None else "The record"
+        return f"{who} did not time {label}, so there is nothing to compare."
+    recipe = (f"Both timed {label} against one recipe, {mine}." if mine == theirs else
+              f"The two did not time {label} against the same recipe: this page's run added it to {mine}, "
+              f"the record to {theirs}.")
+    return f"{recipe} {same_processor(here, rec)} What moved the result, these runs do not measure."

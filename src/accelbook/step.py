@@ -29,30 +29,36 @@ def no_phase(name: str) -> AbstractContextManager:
 def make_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Callable,
               device: torch.device, *, forward: Callable | None = None,
               prepare: Callable | None = None,
-              autocast: Callable[[], AbstractContextManager] | None = None, scaler=None,
-              schedule=None, average=None, accumulate: int = 1, clip: float | None = None,
+              autocast: Callable[[], AbstractContextManager] | None = None,
+              scaler=None, schedule=None, average=None, accumulate: int = 1,
+              clip: float | None = None,
               phase: Callable[[str], AbstractContextManager] = no_phase) -> Step:
-    """A function `step(inputs, targets)`: one optimizer step on a batch; returns the batch's loss.
+    """A function `step(inputs, targets)`: one optimizer step on a batch; returns the
+    batch's loss.
 
-    `forward` runs the model (default `model`; e.g. its `torch.compile`d version); `prepare` turns
-    the inputs, once on `device`, into what the model takes (normalization, channels_last);
-    `autocast` makes the precision context (bf16/fp16); `scaler` is fp16's GradScaler; `schedule`
-    steps after each optimizer step, then `average` (a `train.WeightAverage`) takes the new weights.
-    `phase(name)` wraps "copy", "forward" (gradients reset, then the forward pass and loss),
-    "backward" and "optimizer". The returned loss is the batch's, on the device, unsynchronized.
+    `forward` runs the model (default `model`; e.g. its `torch.compile`d version);
+    `prepare` turns the inputs, once on `device`, into what the model takes
+    (normalization, channels_last); `autocast` makes the precision context (bf16/fp16);
+    `scaler` is fp16's GradScaler; `schedule` steps after each optimizer step, then
+    `average` (a `train.WeightAverage`) takes the new weights. `phase(name)` wraps
+    "copy", "forward" (gradients reset, then the forward pass and loss), "backward" and
+    "optimizer". The returned loss is the batch's, on the device, unsynchronized.
 
-    `accumulate=k`: each call takes one of k micro-batches that make one optimizer step. Its loss is
-    divided by k before the backward pass, gradients are reset before the first micro-batch of a
-    group only, and the optimizer steps (scaler, schedule and average with it) after the last;
-    a DistributedDataParallel model all-reduces only then (`no_sync` before). `clip`: the global
-    gradient norm is clipped to `clip` just before the optimizer step (unscaled first: fp16).
+    `accumulate=k`: each call takes one of k micro-batches that make one optimizer step.
+    Its loss is divided by k before the backward pass, gradients are reset before the
+    first micro-batch of a group only, and the optimizer steps (scaler, schedule and
+    average with it) after the last; a DistributedDataParallel model all-reduces only
+    then (`no_sync` before). `clip`: the global gradient norm is clipped to `clip` just
+    before the optimizer step (unscaled first: fp16).
     """
-    if not (isinstance(accumulate, int) and accumulate >= 1) or not (clip is None or clip > 0):
-        raise ValueError(f"make_step needs an integer accumulate >= 1 and a clip > 0 (or None), "
-                         f"got accumulate={accumulate!r}, clip={clip!r}")
+    accumulate_ok = isinstance(accumulate, int) and accumulate >= 1
+    if not accumulate_ok or not (clip is None or clip > 0):
+        raise ValueError("make_step needs an integer accumulate >= 1 and a clip > 0 "
+                         f"(or None), got accumulate={accumulate!r}, clip={clip!r}")
     forward = model if forward is None else forward
     precision = nullcontext if autocast is None else autocast
-    no_sync = model.no_sync if isinstance(model, DistributedDataParallel) else nullcontext
+    ddp = isinstance(model, DistributedDataParallel)
+    no_sync = model.no_sync if ddp else nullcontext
     micro_batches = itertools.count()
 
     def step(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -76,12 +82,12 @@ def make_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Calla
             with phase("optimizer"):
                 if clip is not None:
                     if scaler is not None:
-                        scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+                        scaler.unscale_(optimizer)  # clip the true gradients
                     nn.utils.clip_grad_norm_(model.parameters(), clip)
                 if scaler is None:
                     optimizer.step()
                 else:
-                    scaler.step(optimizer)  # skipped when the scaled gradients overflowed
+                    scaler.step(optimizer)  # skipped if scaled gradients overflowed
                     scaler.update()
                 if schedule is not None:
                     schedule.step()
