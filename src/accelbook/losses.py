@@ -8,12 +8,16 @@ from torch import nn
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0,
-               alpha: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
-    """-alpha_t * (1 - p_t)**gamma * log(p_t) over classes; equals cross-entropy at gamma=0, alpha=None."""
+               alpha: torch.Tensor | None = None,
+               reduction: str = "mean") -> torch.Tensor:
+    """-alpha_t * (1 - p_t)**gamma * log(p_t) over classes; equals cross-entropy at
+    gamma=0, alpha=None."""
     if gamma < 0:
         raise ValueError(f"gamma must be >= 0, got {gamma}")
     if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+        raise ValueError(
+            f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}"
+        )
     log_pt = F.log_softmax(logits, dim=1).gather(1, target.unsqueeze(1)).squeeze(1)
     loss = -((1 - log_pt.exp()) ** gamma) * log_pt
     if alpha is not None:

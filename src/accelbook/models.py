@@ -9,24 +9,31 @@ ACTIVATIONS = {"relu": nn.ReLU, "relu6": nn.ReLU6}
 
 
 class ConvNet(nn.Module):
-    """The article's four-convolution MNIST classifier, made to run and to mean what it says.
+    """The article's four-convolution MNIST classifier, made to run and to mean what
+    it says.
 
-    Layer order follows the article's `forward`: each 3x3 convolution is followed by its activation
-    and a 2x2 max pool (28 -> 14 -> 7 -> 3 -> 1), then global average pooling, flatten(1) and a
-    linear layer to 10 logits (no softmax: CrossEntropyLoss takes logits). `batchnorm` and
-    `activation="relu6"` are the article's section 5.2 proposals, measured in chapter 4.
+    Layer order follows the article's `forward`: each 3x3 convolution is followed by
+    its activation and a 2x2 max pool (28 -> 14 -> 7 -> 3 -> 1), then global average
+    pooling, flatten(1) and a linear layer to 10 logits (no softmax:
+    CrossEntropyLoss takes logits). `batchnorm` and `activation="relu6"` are the
+    article's section 5.2 proposals, measured in chapter 4.
     """
 
-    def __init__(self, num_classes: int = 10, batchnorm: bool = False, activation: str = "relu"):
+    def __init__(self, num_classes: int = 10, batchnorm: bool = False,
+                 activation: str = "relu"):
         super().__init__()
         if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+            known = sorted(ACTIVATIONS)
+            raise ValueError(f"activation must be one of {known}, got {activation!r}")
         self.conv1 = nn.Conv2d(1, 64, kernel_size=3, padding=1)
         self.conv2 = nn.Conv2d(64, 64, kernel_size=3, padding=1)
         self.conv3 = nn.Conv2d(64, 128, kernel_size=3, padding=1)
         self.conv4 = nn.Conv2d(128, 128, kernel_size=3, padding=1)
         convs = [self.conv1, self.conv2, self.conv3, self.conv4]
-        self.norms = nn.ModuleList(nn.BatchNorm2d(c.out_channels) if batchnorm else nn.Identity() for c in convs)
+        self.norms = nn.ModuleList(
+            nn.BatchNorm2d(c.out_channels) if batchnorm else nn.Identity()
+            for c in convs
+        )
         self.act = ACTIVATIONS[activation]()
         self.pool = nn.MaxPool2d(kernel_size=2, stride=2)
         self.glob_avg = nn.AdaptiveAvgPool2d((1, 1))
@@ -34,7 +41,8 @@ class ConvNet(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The convolutional trunk: (N, 1, 28, 28) -> (N, 128, 1, 1)."""
-        for conv, norm in zip((self.conv1, self.conv2, self.conv3, self.conv4), self.norms, strict=True):
+        convs = (self.conv1, self.conv2, self.conv3, self.conv4)
+        for conv, norm in zip(convs, self.norms, strict=True):
             x = self.pool(self.act(norm(conv(x))))
         return self.glob_avg(x)
 

@@ -62,23 +62,30 @@ def json_fields(d: dict) -> dict:
 
 @dataclass(frozen=True)
 class Recipe:
-    """Every knob of one training run; a rung of the ladder changes one of them (or one related group)."""
+    """Every knob of one training run; a rung of the ladder changes one of them
+    (or one related group)."""
 
     model: str = "convnet"          # a key of MODELS
-    loader: str = "dataloader"      # "dataloader" (PIL images one by one, the article's) or "device" (chapter 4's)
+    # "dataloader" (PIL images one by one, the article's) or "device" (chapter 4's)
+    loader: str = "dataloader"
     batch_size: int = 64
-    epochs: float = 10.0            # fractional epochs stop part-way through the last one
+    epochs: float = 10.0            # fractional epochs stop part-way through the last
     lr: float = 1e-3
     betas: tuple[float, float] = (0.9, 0.999)
     schedule: str = "constant"      # or "onecycle" (peak `lr`, no momentum cycling)
     channels_last: bool = False
-    precision: str = "fp32"         # "bf16" or "fp16": autocast (fp16 also scales the loss)
-    tf32: bool = False              # CUDA: TF32 for fp32 matmuls too (PyTorch's default: convolutions only)
-    cudnn_benchmark: bool = False   # CUDA: time cuDNN's algorithms on the first call of each shape
-    fused: bool = False             # fused Adam; else PyTorch's default (foreach on CUDA, a for-loop on CPU)
-    compile: str = ""               # "" or a torch.compile mode ("default", "max-autotune-no-cudagraphs", ...)
-    cuda_graphs: bool = False       # CUDA: torch.compile(mode="reduce-overhead"), which replays CUDA graphs
-    train_images: str = "split"     # "split": the 55,000 of chapter 4's split; "all": all 60,000
+    precision: str = "fp32"         # "bf16" or "fp16": autocast (fp16 scales the loss)
+    # CUDA: TF32 for fp32 matmuls too (PyTorch's default: convolutions only)
+    tf32: bool = False
+    # CUDA: time cuDNN's algorithms on the first call of each shape
+    cudnn_benchmark: bool = False
+    # fused Adam; else PyTorch's default (foreach on CUDA, a for-loop on CPU)
+    fused: bool = False
+    # "" or a torch.compile mode ("default", "max-autotune-no-cudagraphs", ...)
+    compile: str = ""
+    # CUDA: torch.compile(mode="reduce-overhead"), which replays CUDA graphs
+    cuda_graphs: bool = False
+    train_images: str = "split"     # "split": chapter 4's 55,000; "all": all 60,000
 
     def changes_from(self, other: Recipe) -> dict:
         """The fields where this recipe differs from `other`, as {name: (other's value, this value)}."""
@@ -371,19 +378,23 @@ def deterministic(enabled: bool = True):
     return backend_flags(deterministic=True if enabled else None)
 
 
-def check_change(before: Recipe, after: Recipe, kind: str, device: torch.device, data: Data,
-                 steps: int = 5) -> dict:
-    """Run the first steps of both recipes on the same batches; their losses must agree within LOSS_TOLERANCE[kind].
+def check_change(before: Recipe, after: Recipe, kind: str, device: torch.device,
+                 data: Data, steps: int = 5) -> dict:
+    """Run the first steps of both recipes on the same batches; their losses must
+    agree within LOSS_TOLERANCE[kind].
 
-    kind "exact" asks for identical losses (both runs with deterministic algorithms), "fp32", "tf32",
-    "fp16" and "bf16" for the round-off of that format; "recipe" marks a change of the optimization
-    itself (model, batch, schedule), which only the accuracy of the full run can check.
+    kind "exact" asks for identical losses (both runs with deterministic
+    algorithms), "fp32", "tf32", "fp16" and "bf16" for the round-off of that
+    format; "recipe" marks a change of the optimization itself (model, batch,
+    schedule), which only the accuracy of the full run can check.
     """
     if kind not in LOSS_TOLERANCE:
         raise ValueError(f"unknown check {kind!r}: use one of {sorted(LOSS_TOLERANCE)}")
     if LOSS_TOLERANCE[kind] is None:
         return {"kind": kind, "ok": True, "max_diff": None}
     with deterministic(kind == "exact"):
-        a, b = first_losses(before, device, data, steps), first_losses(after, device, data, steps)
+        a = first_losses(before, device, data, steps)
+        b = first_losses(after, device, data, steps)
     diff = max(abs(x - y) for x, y in zip(a, b, strict=True))
-    return {"kind": kind, "ok": diff <= LOSS_TOLERANCE[kind], "max_diff": diff, "before": a, "after": b}
+    ok = diff <= LOSS_TOLERANCE[kind]
+    return {"kind": kind, "ok": ok, "max_diff": diff, "before": a, "after": b}
