@@ -335,6 +335,7 @@ def test_chapter_10s_comparison_says_what_differs_and_what_is_missing():
     here = records.processor(cpu)
     same = records.compared(mine, rec, "mixed precision", "bf16", here)
     assert same.startswith("Both timed bf16 against one recipe, base with SDPA. Both report the same processor")
+    assert same.endswith("Why the two gains differ, where they do, these runs do not measure.")
     rec["rungs"][1]["kept"] = False
     other = records.compared(mine, rec, "mixed precision", "bf16", "Intel Xeon")
     assert "this page's run added it to base with SDPA, the record to base alone" in other

@@ -147,31 +147,45 @@ def build_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=lr, momentum=0.9)
 
 
-def train_loader(images: torch.Tensor, labels: torch.Tensor, batch: int, rank: int, world: int, seed: int):
-    """Batches of this rank's shard: a DistributedSampler (reshuffled by set_epoch) feeding index batches."""
-    from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, TensorDataset
+def train_loader(images: torch.Tensor, labels: torch.Tensor, batch: int, rank: int,
+                 world: int, seed: int):
+    """Batches of this rank's shard: a DistributedSampler (reshuffled by set_epoch)
+    feeding index batches."""
+    from torch.utils.data import (
+        BatchSampler,
+        DataLoader,
+        DistributedSampler,
+        TensorDataset,
+    )
 
     dataset = TensorDataset(images, labels)
-    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
-    loader = DataLoader(dataset, sampler=BatchSampler(sampler, batch, drop_last=True), batch_size=None)
+    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True,
+                                 seed=seed, drop_last=True)
+    batches = BatchSampler(sampler, batch, drop_last=True)
+    loader = DataLoader(dataset, sampler=batches, batch_size=None)
     return loader, sampler
 
 
-def make_step(model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device, schedule=None):
-    """`step.make_step` on uint8 images (normalized on the device); DDP all-reduces the gradients in `backward`.
+def make_step(model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
+              schedule=None):
+    """`step.make_step` on uint8 images (normalized on the device); DDP all-reduces
+    the gradients in `backward`.
 
-    The all-reduce runs bucket by bucket as gradients become ready, overlapping the rest of the backward
-    pass. The step returns this rank's loss, not synchronized.
+    The all-reduce runs bucket by bucket as gradients become ready, overlapping the
+    rest of the backward pass. The step returns this rank's loss, not synchronized.
     """
     from .data import normalize
     from .step import make_step as one_step
 
-    return one_step(model, optimizer, nn.CrossEntropyLoss(), device, prepare=normalize, schedule=schedule)
+    loss_fn = nn.CrossEntropyLoss()
+    return one_step(model, optimizer, loss_fn, device, prepare=normalize,
+                    schedule=schedule)
 
 
-def sharded_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device,
-             rank: int, world: int) -> float:
-    """Test accuracy: each rank counts right answers on its shard, then one all-reduce sums the counts."""
+def sharded_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                     device: torch.device, rank: int, world: int) -> float:
+    """Test accuracy: each rank counts right answers on its shard, then one
+    all-reduce sums the counts."""
     import torch.distributed as dist
 
     from .data import normalize
@@ -180,7 +194,8 @@ def sharded_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     index = shard(len(labels), rank, world)
     batches = ((images[i], labels[i]) for i in index.split(1000))
     counts = count_correct(model, batches, device, prepare=normalize)
-    total = torch.stack([counts["correct"], torch.tensor(counts["count"], device=device)])
+    count = torch.tensor(counts["count"], device=device)
+    total = torch.stack([counts["correct"], count])
     dist.all_reduce(total)
     model.train()
     return total[0].item() / total[1].item()
@@ -461,7 +476,8 @@ def slurm_script(nodes: int, gpus_per_node: int, args: tuple[str, ...] = (), hou
 
 
 def _teardown() -> None:
-    """Collect garbage, wait for every rank, destroy the process group: the order that exits cleanly with gloo."""
+    """Collect garbage, wait for every rank, destroy the process group: the order
+    that exits cleanly with gloo."""
     import torch.distributed as dist
 
     gc.collect()

@@ -197,4 +197,4 @@ def compared(rungs: list[dict], rec: dict | None, name: str, label: str, here: s
     recipe = (f"Both timed {label} against one recipe, {mine}." if mine == theirs else
               f"The two did not time {label} against the same recipe: this page's run added it to {mine}, "
               f"the record to {theirs}.")
-    return f"{recipe} {same_processor(here, rec)} What moved the result, these runs do not measure."
+    return f"{recipe} {same_processor(here, rec)} Why the two gains differ, where they do, these runs do not measure."
