@@ -484,24 +484,16 @@ def test_the_tf32_note_gives_the_linear_layers_share_of_the_model_it_runs_on():
     """The TF32 rung's note names the one linear layer and its share of the multiply-adds of the
     model the ladder trains at that rung, and its "after a kept mixed-precision rung" is in order."""
     from accelbook.recipes import MODELS
+    from accelbook.roofline import layer_costs
 
     tf32 = next(i for i, r in enumerate(RUNGS) if r.changes == {"tf32": True})
     precision = next(i for i, r in enumerate(RUNGS) if "precision" in r.changes)
     name = next((r.changes["model"] for r in reversed(RUNGS[:tf32]) if "model" in r.changes),
                 ladder.ARTICLE.model)
-    model, macs = MODELS[name](), {}
-
-    def count(module, inputs, output):
-        per_out = module.in_channels * module.kernel_size[0] * module.kernel_size[1] if isinstance(
-            module, torch.nn.Conv2d) else module.in_features
-        macs[module] = output.numel() * per_out
-
-    for m in model.modules():
-        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
-            m.register_forward_hook(count)
-    model(torch.zeros(1, 1, 28, 28))
-    (fc,) = [m for m in macs if isinstance(m, torch.nn.Linear)]
-    share = macs[fc] / sum(macs.values())
+    model = MODELS[name]()
+    flops = {c.name: c.flops for c in layer_costs(model, torch.zeros(1, 1, 28, 28))}
+    ((fc_name, fc),) = [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    share = flops[fc_name] / sum(flops.values())  # FLOPs are 2 per multiply-add, so the share is the same
     note = RUNGS[tf32].why
     assert precision < tf32, "the note speaks of a mixed-precision rung kept before it"
     assert f"one linear layer ({fc.in_features} → {fc.out_features})" in note
