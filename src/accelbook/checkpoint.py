@@ -14,7 +14,10 @@ from .cli import UserError
 
 
 def save_checkpoint(state: dict, path: str | Path) -> None:
-    """Write `state` to a temporary file beside `path`, then rename it over `path`: all or nothing."""
+    """Write `state` to a temporary file beside `path`, then rename it over `path`.
+
+    All or nothing: readers see the old file or the new one.
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -22,10 +25,10 @@ def save_checkpoint(state: dict, path: str | Path) -> None:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())  # the bytes are on disk before the name points at them
-        # Python documents os.replace as atomic where POSIX requires it (rename(2) on one file system):
-        # readers see the old file or the new one. On Windows it replaces the file but promises no atomicity.
+        # Python documents os.replace as atomic where POSIX requires it (rename(2) on
+        # one file system). On Windows it replaces the file but promises no atomicity.
         os.replace(tmp, path)
-    except BaseException:  # includes KeyboardInterrupt: never leave the half-written file behind
+    except BaseException:  # KeyboardInterrupt too: leave no half-written file behind
         Path(tmp).unlink(missing_ok=True)
         raise
 

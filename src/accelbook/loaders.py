@@ -43,7 +43,7 @@ class DeviceLoader:
         return n // b if self.drop_last else -(-n // b)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """One epoch of (normalised images, labels) batches, already on the device."""
+        """One epoch of (normalized images, labels) batches, already on the device."""
         n = len(self.labels)
         if self.shuffle:
             self.order = torch.randperm(n, device=self.device, generator=self.generator)

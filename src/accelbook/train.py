@@ -47,15 +47,18 @@ class WeightAverage(nn.Module):
 
     @torch.no_grad()
     def update_parameters(self, model: nn.Module) -> None:
-        """Move the average towards `model`'s current weights and buffers (the first update copies them)."""
+        """Move the average towards `model`'s weights and buffers (first: copy them)."""
         mine = [*self.module.parameters(), *self.module.buffers()]
         theirs = [t.detach() for t in (*model.parameters(), *model.buffers())]
         floats = [i for i, t in enumerate(mine) if t.is_floating_point()]
         if self.updates == 0:
             torch._foreach_copy_(mine, theirs)
         else:
-            torch._foreach_lerp_([mine[i] for i in floats], [theirs[i] for i in floats], 1.0 - self.decay)
-            for i in set(range(len(mine))) - set(floats):  # counters such as BatchNorm's num_batches_tracked
+            torch._foreach_lerp_(
+                [mine[i] for i in floats], [theirs[i] for i in floats], 1.0 - self.decay
+            )
+            # counters such as BatchNorm's num_batches_tracked are copied, not averaged
+            for i in set(range(len(mine))) - set(floats):
                 mine[i].copy_(theirs[i])
         self.updates += 1
 
@@ -96,24 +99,41 @@ def evaluate(model: nn.Module, batches: Iterable, device: torch.device,
     return result
 
 
-def fit(model: nn.Module, train_batches: Iterable, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
-        device: torch.device, epochs: int, val_batches: Iterable | None = None, progress: bool = False,
-        on_epoch_end: Callable[[dict], None] | None = None, average: WeightAverage | None = None) -> list[dict]:
-    """Train for `epochs`, validating after each (`average` too, as avg_val_*); one record per epoch."""
+def fit(
+    model: nn.Module,
+    train_batches: Iterable,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: nn.Module,
+    device: torch.device,
+    epochs: int,
+    val_batches: Iterable | None = None,
+    progress: bool = False,
+    on_epoch_end: Callable[[dict], None] | None = None,
+    average: WeightAverage | None = None,
+) -> list[dict]:
+    """Train for `epochs`, validating after each (and `average`, as avg_val_*).
+
+    Returns one record per epoch.
+    """
     history = []
     bar = _progress(range(1, epochs + 1), progress, desc="epochs", unit="epoch")
     for epoch in bar:
         start = time.perf_counter()
-        train_loss = train_one_epoch(model, train_batches, optimizer, loss_fn, device, progress, average)
-        record = {"epoch": epoch, "train_loss": train_loss, "seconds": time.perf_counter() - start}
+        train_loss = train_one_epoch(
+            model, train_batches, optimizer, loss_fn, device, progress, average
+        )
+        seconds = time.perf_counter() - start
+        record = {"epoch": epoch, "train_loss": train_loss, "seconds": seconds}
         if val_batches is not None:
             val = evaluate(model, val_batches, device, loss_fn)
             record.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
             if average is not None:
                 avg = evaluate(average, val_batches, device, loss_fn)
-                record.update(avg_val_loss=avg["loss"], avg_val_accuracy=avg["accuracy"])
+                record.update(
+                    avg_val_loss=avg["loss"], avg_val_accuracy=avg["accuracy"]
+                )
         history.append(record)
-        if hasattr(bar, "set_postfix"):  # a bar is shown (progress on, ACCELBOOK_PROGRESS not 0)
+        if hasattr(bar, "set_postfix"):  # a bar is shown (ACCELBOOK_PROGRESS not 0)
             bar.set_postfix({k: round(v, 4) for k, v in record.items() if k != "epoch"})
         if on_epoch_end is not None:
             on_epoch_end(record)
