@@ -94,7 +94,7 @@ RUNGS = [
     Rung("TF32 matmuls", {"tf32": True}, "round-off",
          "CUDA, Ampere and newer: TF32 tensor cores for float32 matmuls (convolutions use TF32 by default); "
          "this model's one linear layer (128 → 10) is about 0.01% of its multiply-adds, and after a kept "
-         "mixed-precision rung autocast runs it in low precision anyway, so expect nothing here: it pays in "
+         "mixed-precision rung, autocast runs it in low precision anyway, so expect nothing here: it pays in "
          "float32 matmul-heavy models"),
     Rung("fused Adam", {"fused": True}, "round-off",
          "one fused update kernel instead of foreach's multi-tensor kernels (CUDA) or a loop over tensors (CPU)"),

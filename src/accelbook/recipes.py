@@ -69,7 +69,7 @@ class Recipe:
     # "dataloader" (PIL images one by one, the article's) or "device" (chapter 4's)
     loader: str = "dataloader"
     batch_size: int = 64
-    epochs: float = 10.0            # fractional epochs stop part-way through the last
+    epochs: float = 10.0            # a fraction stops part-way through the last epoch
     lr: float = 1e-3
     betas: tuple[float, float] = (0.9, 0.999)
     schedule: str = "constant"      # or "onecycle" (peak `lr`, no momentum cycling)

@@ -1,0 +1,36 @@
+"""Functions that chapters define in their own cells, run on shaped inputs rather than on one stored run."""
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+NOTEBOOKS = Path(__file__).parents[1] / "notebooks"
+
+
+def _cell_function(stem: str, cell_id: str, name: str, scope: dict):
+    """Define `name` from the `def name` onwards of a chapter's cell, in `scope`, and return it."""
+    nb = json.loads((NOTEBOOKS / f"{stem}.ipynb").read_text(encoding="utf-8"))
+    source = next("".join(c["source"]) for c in nb["cells"] if c.get("id") == cell_id)
+    definition = source[source.index(f"def {name}("):]
+    definition = definition[:definition.index("\nresults(")]
+    exec(definition, scope)
+    return scope[name]
+
+
+def _batch256(rows: dict) -> dict:
+    """Chapter 6's `batch256` glue, on sweep rows of (validation accuracy, wall seconds)."""
+    batch_rows = {b: SimpleNamespace(val_accuracy=acc, wall_s=wall) for b, (acc, wall) in rows.items()}
+    return _cell_function("06_optimization", "5c11c3f8", "batch256", {"batch_rows": batch_rows})()
+
+
+def test_chapter6_compares_batch256s_time_only_with_runs_that_learned():
+    """A batch that diverged (chance accuracy) and so finished first is not the one batch 256 is timed against."""
+    glued = _batch256({64: (0.97, 5.0), 256: (0.96, 2.6), 512: (0.95, 2.3), 2048: (0.098, 1.1)})
+    assert "batch 512" in glued["batch256-wall"] and "2048" not in glued["batch256-wall"]
+    assert glued["batch256-acc"] == "1.00 points below batch 64's, the best"
+
+
+def test_chapter6_says_when_batch256_was_the_quickest_that_learned():
+    """Batch 256 is named the quickest when only a diverged run beat its time."""
+    glued = _batch256({64: (0.97, 5.0), 256: (0.96, 2.6), 2048: (0.1, 1.1)})
+    assert glued["batch256-wall"] == "the least time of the sweep's runs that learned"
