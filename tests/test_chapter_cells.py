@@ -10,7 +10,8 @@ NOTEBOOKS = Path(__file__).parents[1] / "notebooks"
 def _cell_function(stem: str, cell_id: str, name: str, scope: dict):
     """Define `name` from the `def name` onwards of a chapter's cell, in `scope`, and return it."""
     nb = json.loads((NOTEBOOKS / f"{stem}.ipynb").read_text(encoding="utf-8"))
-    source = next("".join(c["source"]) for c in nb["cells"] if c.get("id") == cell_id)
+    source = next(("".join(c["source"]) for c in nb["cells"] if c.get("id") == cell_id), "")
+    assert f"def {name}(" in source, f"{stem}: cell {cell_id} no longer defines {name}()"
     definition = source[source.index(f"def {name}("):]
     definition = definition[:definition.index("\nresults(")]
     exec(definition, scope)
@@ -34,3 +35,24 @@ def test_chapter6_says_when_batch256_was_the_quickest_that_learned():
     """Batch 256 is named the quickest when only a diverged run beat its time."""
     glued = _batch256({64: (0.97, 5.0), 256: (0.96, 2.6), 2048: (0.1, 1.1)})
     assert glued["batch256-wall"] == "the least time of the sweep's runs that learned"
+
+
+def test_chapter6_says_when_batch256_itself_did_not_learn():
+    """A diverged batch 256 is not timed against a run that learned, even when it was quicker."""
+    glued = _batch256({64: (0.97, 5.0), 256: (0.1, 1.0), 512: (0.95, 2.3)})
+    assert glued["batch256-wall"] == "1.00 s, but batch 256 itself did not learn"
+    glued = _batch256({64: (0.1, 5.0), 256: (0.1, 2.0)})
+    assert glued["batch256-wall"] == "2.00 s, but batch 256 itself did not learn"
+
+
+def test_chapter6_breaks_a_tie_in_batch256s_favour():
+    """A run exactly as quick as batch 256 is not named as the faster one."""
+    glued = _batch256({128: (0.97, 2.6), 256: (0.96, 2.6)})
+    assert glued["batch256-wall"] == "the least time of the sweep's runs that learned"
+
+
+def test_chapter6_says_when_batch256_was_not_in_the_sweep():
+    """The glue names the gap rather than failing when the sweep leaves batch 256 out."""
+    glued = _batch256({64: (0.97, 5.0)})
+    assert glued == {"batch256-acc": "n/a (batch 256 was not in the sweep)",
+                     "batch256-wall": "n/a (batch 256 was not in the sweep)"}
