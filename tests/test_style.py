@@ -128,11 +128,19 @@ def test_printed_tables_fit_the_page(path):
 
 
 # Package source a chapter prints is formatted to the page's width where it is printed (the package's own
-# line length is 120): every chapter, checked on its stored outputs.
+# line length is 120): every chapter, checked on its stored outputs, for `inspect.getsource` and `showcode`.
+# The showcode listings of chapters 6 and 10 (ladder code) are not yet reformatted: they wait for those
+# chapters' next full runs, and the strict xfail fails once they fit, so that the mark is removed then.
+LISTINGS_STILL_WIDE = {("showcode", "06_optimization"), ("showcode", "10_transformer")}
+
+
+@pytest.mark.parametrize("printer", ["getsource", "showcode"])
 @pytest.mark.parametrize("path", ALL_CHAPTERS, ids=[p.stem for p in ALL_CHAPTERS])
-def test_printed_package_source_fits_the_page(path):
+def test_printed_package_source_fits_the_page(path, printer, request):
+    if (printer, path.stem) in LISTINGS_STILL_WIDE:
+        request.applymarker(pytest.mark.xfail(strict=True, reason="listing not yet reformatted"))
     wide = [f"cell {i}: {line[:60]}…" for i, c in enumerate(cells(path))
-            if c["cell_type"] == "code" and "getsource" in c["source"]
+            if c["cell_type"] == "code" and printer in c["source"]
             for line in output_text(c).splitlines() if len(line) > WIDTH]
     assert not wide, f"{len(wide)} printed source lines over {WIDTH} characters: {wide[:5]}"
 
