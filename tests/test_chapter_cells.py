@@ -7,13 +7,15 @@ from types import SimpleNamespace
 NOTEBOOKS = Path(__file__).parents[1] / "notebooks"
 
 
-def _cell_function(stem: str, cell_id: str, name: str, scope: dict):
-    """Define `name` from the `def name` onwards of a chapter's cell, in `scope`, and return it."""
+def _cell_function(stem: str, cell_id: str, name: str, scope: dict, end: str = "\nresults("):
+    """Define `name` from the `def name` onwards of a chapter's cell (up to `end`), in `scope`, and
+    return it."""
     nb = json.loads((NOTEBOOKS / f"{stem}.ipynb").read_text(encoding="utf-8"))
     source = next(("".join(c["source"]) for c in nb["cells"] if c.get("id") == cell_id), "")
     assert f"def {name}(" in source, f"{stem}: cell {cell_id} no longer defines {name}()"
     definition = source[source.index(f"def {name}("):]
-    definition = definition[:definition.index("\nresults(")]
+    assert end in definition, f"{stem}: cell {cell_id} has no {end.strip()!r} after {name}()"
+    definition = definition[:definition.index(end)]
     exec(definition, scope)
     return scope[name]
 
@@ -56,3 +58,23 @@ def test_chapter6_says_when_batch256_was_not_in_the_sweep():
     glued = _batch256({64: (0.97, 5.0)})
     assert glued == {"batch256-acc": "n/a (batch 256 was not in the sweep)",
                      "batch256-wall": "n/a (batch 256 was not in the sweep)"}
+
+
+def _average_gap(plain: float, averaged: float, said: str) -> str:
+    """Chapter 4's words for the weight average's step time against the plain one's (ms, medians)."""
+    return _cell_function("04_training", "f7074df1", "average_gap", {}, end="\nsteps = ")(plain, averaged, said)
+
+
+def test_chapter4_calls_a_shorter_step_with_the_average_no_cost():
+    """A median step quicker with the average, inside the noise, is not glued as a negative cost."""
+    said = _average_gap(7.50, 7.23, "within the noise")
+    assert said == "a median step 0.27 ms shorter with it: no cost this machine can resolve"
+    assert "-" not in said and "cost here" not in said
+
+
+def test_chapter4_names_a_cost_only_where_every_pair_was_slower():
+    """The average's cost is named as such only on a "slower" verdict; a faster one is drift."""
+    assert _average_gap(7.0, 7.4, "slower") == "a median step 0.40 ms longer with it: the average's cost here"
+    assert _average_gap(7.0, 6.5, "faster").endswith("the machine's drift, not a gain")
+    assert _average_gap(7.0, 7.4, "within the noise").startswith("a median step 0.40 ms longer")
+    assert _average_gap(7.0, 7.0, "not measured") == "no cost measured"

@@ -60,6 +60,12 @@ def _files(folder):
     return sorted(p.name for p in folder.iterdir())
 
 
+def test_docstring_says_where_all_or_nothing_holds():
+    """The promise carries its condition: os.replace is atomic where POSIX rename is, on one file system."""
+    doc = save_checkpoint.__doc__
+    assert "POSIX" in doc and "one file system" in doc
+
+
 def test_failed_write_leaves_old_checkpoint_intact(tmp_path):
     path = tmp_path / "c.pt"
     save_checkpoint(_state(0), path)

@@ -16,7 +16,8 @@ from .cli import UserError
 def save_checkpoint(state: dict, path: str | Path) -> None:
     """Write `state` to a temporary file beside `path`, then rename it over `path`.
 
-    All or nothing: readers see the old file or the new one.
+    All or nothing where rename is atomic (POSIX, one file system): readers see the
+    old file or the new one.
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

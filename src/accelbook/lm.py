@@ -77,9 +77,11 @@ class LMRecipe:
 
     def model_config(self, vocab_size: int = 65) -> GPTConfig:
         """The GPT this recipe trains (no biases, as nanoGPT's shakespeare_char run)."""
-        return GPTConfig(vocab_size=vocab_size, block_size=self.block_size, n_layer=self.n_layer,
-                         n_head=self.n_head, n_embd=self.n_embd, dropout=self.dropout, bias=False,
-                         attention=self.attention, checkpoint=self.checkpointing)
+        return GPTConfig(
+            vocab_size=vocab_size, block_size=self.block_size, n_layer=self.n_layer,
+            n_head=self.n_head, n_embd=self.n_embd, dropout=self.dropout, bias=False,
+            attention=self.attention, checkpoint=self.checkpointing,
+        )
 
 
 def from_anchor(settings: AnchorSettings = ANCHOR) -> LMRecipe:
@@ -221,11 +223,14 @@ class Schedule:
 
 
 def build(recipe: LMRecipe, device: torch.device, vocab_size: int, seed: int):
-    """Model, the callable the step runs (compiled where asked), optimizer, schedule and loss scaler."""
+    """Model, the callable the step runs (compiled where asked), optimizer, schedule and
+    loss scaler."""
     torch.manual_seed(seed)
     model = GPT(recipe.model_config(vocab_size)).to(device)
-    optimizer = torch.optim.AdamW(decay_groups(model, recipe.weight_decay), lr=recipe.learning_rate,
-                                  betas=recipe.betas, **({"fused": True} if recipe.fused else {}))
+    optimizer = torch.optim.AdamW(
+        decay_groups(model, recipe.weight_decay), lr=recipe.learning_rate,
+        betas=recipe.betas, **({"fused": True} if recipe.fused else {}),
+    )
     scaler = torch.amp.GradScaler(device.type) if recipe.precision == "fp16" else None
     forward = torch.compile(model, mode=recipe.compile) if recipe.compile else model
     return model, forward, optimizer, Schedule(optimizer, recipe), scaler

@@ -166,23 +166,39 @@ class OnDevice:
             yield normalize(images.to(self.device, non_blocking=True)), labels.to(self.device, non_blocking=True)
 
 
-def make_loader(recipe: Recipe, data: Data, device: torch.device, seed: int, index: torch.Tensor | None = None,
-                shuffle: bool = True):
-    """Training batches for `recipe` (of `index`, default its training images): full batches only, normalized on `device`.
+def make_loader(
+    recipe: Recipe,
+    data: Data,
+    device: torch.device,
+    seed: int,
+    index: torch.Tensor | None = None,
+    shuffle: bool = True,
+):
+    """Training batches for `recipe` (of `index`, default its training images): full
+    batches only, normalized on `device`.
 
-    The "dataloader" path converts PIL images one by one in a DataLoader (uint8, `PILToTensor`) and
-    normalizes each batch on the device with the same function as the "device" path.
+    The "dataloader" path converts PIL images one by one in a DataLoader (uint8,
+    `PILToTensor`) and normalizes each batch on the device with the same function as
+    the "device" path.
     """
     index = data.train_index(recipe.train_images) if index is None else index
     if recipe.loader == "device":
-        return DeviceLoader(data.images[index], data.labels[index], recipe.batch_size, device, shuffle=shuffle,
-                            drop_last=True, seed=seed)
+        images, labels = data.images[index], data.labels[index]
+        return DeviceLoader(
+            images, labels, recipe.batch_size, device,
+            shuffle=shuffle, drop_last=True, seed=seed,
+        )
     from torch.utils.data import DataLoader, Subset
     from torchvision import transforms
 
-    dataset = Subset(mnist(train=True, transform=transforms.PILToTensor()), index.tolist())
-    return OnDevice(DataLoader(dataset, batch_size=recipe.batch_size, shuffle=shuffle, drop_last=True,
-                               generator=torch.Generator().manual_seed(seed) if shuffle else None), device)
+    pil = mnist(train=True, transform=transforms.PILToTensor())
+    dataset = Subset(pil, index.tolist())
+    generator = torch.Generator().manual_seed(seed) if shuffle else None
+    loader = DataLoader(
+        dataset, batch_size=recipe.batch_size, shuffle=shuffle, drop_last=True,
+        generator=generator,
+    )
+    return OnDevice(loader, device)
 
 
 def tf32_convolutions(device: torch.device) -> bool:
@@ -211,17 +227,21 @@ def fresh_compilation(recipe: Recipe) -> None:
 
 
 def build(recipe: Recipe, device: torch.device, steps: int, seed: int):
-    """Model, optimizer, schedule, loss scaler and the callable the loop runs (compiled where asked)."""
+    """Model, optimizer, schedule, loss scaler and the callable the loop runs (compiled
+    where asked)."""
     torch.manual_seed(seed)
     model = MODELS[recipe.model]().to(device)
     if recipe.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=recipe.lr, betas=recipe.betas,
-                                 **({"fused": True} if recipe.fused else {}))
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=recipe.lr, betas=recipe.betas,
+        **({"fused": True} if recipe.fused else {}),
+    )
     schedule = None
     if recipe.schedule == "onecycle":
-        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr, total_steps=steps,
-                                                       cycle_momentum=False)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=recipe.lr, total_steps=steps, cycle_momentum=False
+        )
     elif recipe.schedule != "constant":
         raise ValueError(f"unknown schedule {recipe.schedule!r}: use constant or onecycle")
     scaler = torch.amp.GradScaler(device.type) if recipe.precision == "fp16" else None
@@ -234,14 +254,17 @@ def build(recipe: Recipe, device: torch.device, steps: int, seed: int):
 
 
 def backend_settings(recipe: Recipe, backends=torch.backends):
-    """`bench.backend_flags` for a recipe: PyTorch's float32 defaults, TF32 matmuls if it asks, its cudnn.benchmark.
+    """`bench.backend_flags` for a recipe: PyTorch's float32 defaults, TF32 matmuls if it
+    asks, its cudnn.benchmark.
 
-    PyTorch's defaults: cuDNN may run float32 convolutions in TF32 (on Ampere and newer), float32 matmuls
-    stay in full precision (`torch.get_float32_matmul_precision() == "highest"`); a recipe with `tf32`
-    sets the matmul precision to "high" (TF32).
+    PyTorch's defaults: cuDNN may run float32 convolutions in TF32 (on Ampere and newer),
+    float32 matmuls stay in full precision (`torch.get_float32_matmul_precision() ==
+    "highest"`); a recipe with `tf32` sets the matmul precision to "high" (TF32).
     """
-    return backend_flags(tf32_matmul=recipe.tf32, tf32_conv=True, benchmark=recipe.cudnn_benchmark,
-                         backends=backends)
+    return backend_flags(
+        tf32_matmul=recipe.tf32, tf32_conv=True, benchmark=recipe.cudnn_benchmark,
+        backends=backends,
+    )
 
 
 def autocast(recipe: Recipe, device: torch.device):
@@ -252,11 +275,19 @@ def autocast(recipe: Recipe, device: torch.device):
     return torch.autocast(device.type, dtype=dtype)
 
 
-def step_fn(recipe: Recipe, device: torch.device, forward, optimizer, schedule, scaler, loss_fn) -> Callable:
-    """`step.make_step` with the recipe's knobs: channels_last inputs, its autocast, scaler and schedule."""
-    prepare = (lambda x: x.contiguous(memory_format=torch.channels_last)) if recipe.channels_last else None
-    return make_step(forward, optimizer, loss_fn, device, prepare=prepare, autocast=lambda: autocast(recipe, device),
-                     scaler=scaler, schedule=schedule)
+def step_fn(
+    recipe: Recipe, device: torch.device, forward, optimizer, schedule, scaler, loss_fn
+) -> Callable:
+    """`step.make_step` with the recipe's knobs: channels_last inputs, its autocast, scaler
+    and schedule."""
+    prepare = (
+        (lambda x: x.contiguous(memory_format=torch.channels_last))
+        if recipe.channels_last else None
+    )
+    return make_step(
+        forward, optimizer, loss_fn, device, prepare=prepare,
+        autocast=lambda: autocast(recipe, device), scaler=scaler, schedule=schedule,
+    )
 
 
 def steps_for(recipe: Recipe, batches_per_epoch: int) -> int:

@@ -133,7 +133,8 @@ def fit(
                     avg_val_loss=avg["loss"], avg_val_accuracy=avg["accuracy"]
                 )
         history.append(record)
-        if hasattr(bar, "set_postfix"):  # a bar is shown (ACCELBOOK_PROGRESS not 0)
+        # a bar is shown: progress=True and ACCELBOOK_PROGRESS is not 0
+        if hasattr(bar, "set_postfix"):
             bar.set_postfix({k: round(v, 4) for k, v in record.items() if k != "epoch"})
         if on_epoch_end is not None:
             on_epoch_end(record)
