@@ -101,7 +101,7 @@ RUNGS = [
     Rung("torch.compile", {"compile": "default"}, "round-off",
          "fuse element-wise work into generated kernels; compilation is paid in the wall time"),
     Rung("CUDA graphs", {"compile": "", "cuda_graphs": True}, "round-off",
-         "CUDA: replay the compiled forward and backward as CUDA graphs, no per-kernel launch cost"),
+         "CUDA: the compiled forward and backward replayed as CUDA graphs, one launch a pass"),
     Rung("right-sized model", {"model": "small"}, "recipe",
          "two convolutions instead of four: a model sized to MNIST, a fraction of the work, if the accuracy holds"),
     Rung("Adam betas (0.7, 0.9)", {"betas": (0.7, 0.9)}, "recipe",

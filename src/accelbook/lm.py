@@ -131,7 +131,7 @@ RUNGS = [
     Rung("torch.compile", {"compile": "default"}, "round-off",
          "fuse element-wise work (LayerNorm, GELU, residuals) into generated kernels"),
     Rung("CUDA graphs", {"compile": "reduce-overhead"}, "round-off",
-         "CUDA: replay the compiled step as CUDA graphs, no per-kernel launch cost"),
+         "CUDA: the compiled forward and backward replayed as CUDA graphs, one launch a pass"),
     Rung("activation checkpointing", {"checkpointing": True}, "round-off",  # exact in eager fp32 (test_gpt);
          "memory bought with time: each block's activations recomputed in the backward pass"),  # not compiled
 ]
