@@ -133,7 +133,7 @@ def test_printed_tables_fit_the_page(path):
 # so that the entry is removed then. Chapter 4: the weight-average cell (which also prints package source)
 # prints "between the medians: ..." on one line of 92 characters; the cell should print the gap on a line
 # of its own.
-STILL_WIDE = {("showcode", "06_optimization"), ("getsource", "04_training")}
+STILL_WIDE = {("getsource", "04_training")}
 
 
 @pytest.mark.parametrize("printer", ["getsource", "showcode"])
