@@ -140,15 +140,16 @@ FIGURES: dict[str, dict[str, tuple[str, str]]] = {
             "throughput of each rung.",
             "Two horizontal bar charts sharing one row per rung of the ladder, top to bottom. Left: wall time "
             "to a trained model in seconds, log scale; right: steady throughput in images per second, log "
-            "scale. Solid blue bars are rungs kept; grey hatched bars were measured but not kept. Most kept rungs "
-            "shorten the wall time; the rows of the right-sized model, near the bottom, are the "
-            "shortest and the fastest."),
+            "scale. Solid blue bars are rungs kept; grey hatched bars were measured but not kept. Every kept "
+            "rung shortens the wall time; the last three rows, which all train the right-sized model, are the "
+            "shortest and the fastest, and the shortest of all is the 1.5-epoch row, which was not kept."),
         "5c11c3f8": (
             "One epoch at each batch size: validation accuracy and wall time.",
             "Line plot against batch size on a log scale with two vertical axes: validation accuracy after one "
             "epoch in percent (circles, left axis) and wall time of the epoch in seconds (squares, dashed, "
-            "right axis). Accuracy stays near 98.5 percent up to a batch of 512, falls at 1,024 and collapses at "
-            "the largest batch, while the epoch's wall time falls up to a batch of about 256 and then levels off."),
+            "right axis). Accuracy stays above 98 percent up to a batch of 512, falls at 1,024 and collapses to "
+            "chance at the largest batch, while the epoch's wall time falls up to a batch of 512, its lowest, "
+            "and rises again at the two larger batches."),
     },
     "07_scaling": {
         "cb0cc826": (
