@@ -107,7 +107,7 @@ FIGURES: dict[str, dict[str, tuple[str, str]]] = {
             "on a CPU."),
         "4a5f8e3c": (
             "Time budget of one training step with each input pipeline, split into its phases.",
-            "Horizontal stacked bars, one per input pipeline (the article's DataLoader with PIL, and chapter "
+            "Horizontal stacked bars, one per input pipeline (the standard DataLoader with PIL, and chapter "
             "4's device-resident loader), in milliseconds per training step at batch 64, split into the "
             "phases data, copy, forward, backward and optimizer; a black tick on each bar marks the whole step "
             "timed without synchronization inside."),

@@ -78,3 +78,41 @@ def test_chapter4_names_a_cost_only_where_every_pair_was_slower():
     assert _average_gap(7.0, 6.5, "faster").endswith("the machine's drift, not a gain")
     assert _average_gap(7.0, 7.4, "within the noise").startswith("a median step 0.40 ms longer")
     assert _average_gap(7.0, 7.0, "not measured") == "no cost measured"
+
+
+def _operator_table(device_type: str, capsys) -> list[str]:
+    """Chapter 5's profiler table, printed for one made-up operator as `device_type` reports it."""
+    import torch
+
+    event = SimpleNamespace(key="aten::conv2d", count=3, input_shapes=[[64, 1, 28, 28]],
+                            self_cpu_time_total=1000.0, cpu_time_total=2000.0,
+                            self_device_time_total=30000.0, device_time_total=40000.0)
+    scope = {"device": torch.device(device_type)}
+    _cell_function("05_profiling", "58030d10", "operator_table", scope, end="\noperator_table(")([event], 5)
+    return capsys.readouterr().out.splitlines()
+
+
+def test_chapter5_operator_table_pairs_device_self_time_with_device_total(capsys):
+    """On CUDA both time columns are the device's (self, then total); on a CPU both are the CPU's."""
+    assert _operator_table("cuda", capsys)[1].split()[1:4] == ["30.00", "40.00", "3"]
+    assert _operator_table("cpu", capsys)[1].split()[1:4] == ["1.00", "2.00", "3"]
+
+
+def _nproc(gpus: int) -> int:
+    """Chapter 7's `NPROC` line, evaluated as a machine with `gpus` GPUs would."""
+    nb = json.loads((NOTEBOOKS / "07_scaling.ipynb").read_text(encoding="utf-8"))
+    source = next("".join(c["source"]) for c in nb["cells"] if c.get("id") == "3fc31f1a")
+    line = next((ln for ln in source.splitlines() if ln.startswith("NPROC = ")), None)
+    assert line, "07_scaling: cell 3fc31f1a no longer sets NPROC"
+    return eval(line.removeprefix("NPROC = "), {"GPUS": gpus})  # the chapter's own expression
+
+
+def test_chapter7_launches_as_many_processes_as_its_global_batches_divide_among():
+    """Any count of GPUs gives 2 to 8 processes (no more than the GPUs) that share batches of 128 and 64."""
+    from accelbook import ddp
+
+    for gpus in range(17):
+        nproc = _nproc(gpus)
+        assert 2 <= nproc <= 8 and (gpus < 2 or nproc <= gpus), (gpus, nproc)
+        for global_batch in (128, 64):
+            ddp.per_rank_batch(global_batch, nproc)  # refuses a batch the ranks cannot share evenly
