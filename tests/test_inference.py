@@ -131,6 +131,17 @@ def test_nodes_that_ran_on_another_provider_inside_run_are_refused(tmp_path):
     assert inference.check_placement(clean, lambda: None, cuda) == {cuda: 2}
 
 
+def test_a_session_uses_as_many_threads_as_torch(exported):
+    """ONNX Runtime is timed against PyTorch on the same CPU threads, not on a count of its own."""
+    _, fp32, _ = exported
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert inference.session(fp32).get_session_options().intra_op_num_threads == 1
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_a_real_cpu_session_is_checked_named_and_bound(data, exported, tmp_path):
     model, fp32, _ = exported
     x = normalize(data.test_images[:300])

@@ -135,12 +135,14 @@ def session(path: str | Path, providers: list[str] | None = None, profile_prefix
     """An ONNX Runtime session for the model in `path` (CPU unless `providers` says otherwise).
 
     `severity` 3 logs errors only, 2 warnings too (a provider's fallback notice); `profile_prefix` turns on
-    ONNX Runtime's profiler until `end_profiling()` (it records which provider ran each node).
+    ONNX Runtime's profiler until `end_profiling()` (it records which provider ran each node). Its CPU work
+    uses as many threads as torch's (left to itself, ONNX Runtime picks its own count).
     """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = severity
+    options.intra_op_num_threads = torch.get_num_threads()  # as many as the paths it races
     if profile_prefix:
         options.enable_profiling = True
         options.profile_file_prefix = profile_prefix

@@ -176,6 +176,10 @@ class AdversarialBatches:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(clean and adversarial images, their labels twice)."""
         for x, y in self.batches:
+            # FGSM attacks the model in its training mode. For the book's ConvNet (no dropout,
+            # BatchNorm off by default) that computes what eval mode would; with BatchNorm the
+            # attack's pass would also move the running statistics, and with dropout it would
+            # attack one dropped-out copy.
             yield torch.cat([x, fgsm(self.model, x, y, self.eps)]), torch.cat([y, y])
 
 
