@@ -41,7 +41,8 @@ RUNTIME_MARK = "**Run time:**"
 NOT_MEASURED = "not yet measured"
 
 # Caption (MyST markdown) and alt text (what the figure shows, for a reader who cannot see it) of every
-# chapter figure, by notebook and cell id.
+# chapter figure, by notebook and cell id. An alt text says what the figure draws and where its values are
+# printed, not what one run's values were: a re-run would make typed values false.
 FIGURES: dict[str, dict[str, tuple[str, str]]] = {
     "01_why_gpus": {
         "93da8db9": (
@@ -95,7 +96,7 @@ FIGURES: dict[str, dict[str, tuple[str, str]]] = {
             "The article's section 5.2 measured: ReLU, ReLU6 and ReLU with BatchNorm trained side by side.",
             "Two line plots against epoch, one line per model variant (ReLU, ReLU6, BatchNorm): training and "
             "validation cross-entropy on a log scale on the left, validation accuracy in percent on the "
-            "right. The variants' curves lie close together and cross each other."),
+            "right. The cell prints the validation values as a table, one row per epoch."),
     },
     "05_profiling": {
         "d37d11bb": (
@@ -140,16 +141,14 @@ FIGURES: dict[str, dict[str, tuple[str, str]]] = {
             "throughput of each rung.",
             "Two horizontal bar charts sharing one row per rung of the ladder, top to bottom. Left: wall time "
             "to a trained model in seconds, log scale; right: steady throughput in images per second, log "
-            "scale. Solid blue bars are rungs kept; grey hatched bars were measured but not kept. Every kept "
-            "rung shortens the wall time; the last three rows, which all train the right-sized model, are the "
-            "shortest and the fastest, and the shortest of all is the 1.5-epoch row, which was not kept."),
+            "scale. Solid blue bars are rungs kept; grey hatched bars were measured but not kept. Each bar's "
+            "value is in the ladder's listing printed above the figure, one line per rung."),
         "5c11c3f8": (
             "One epoch at each batch size: validation accuracy and wall time.",
             "Line plot against batch size on a log scale with two vertical axes: validation accuracy after one "
             "epoch in percent (circles, left axis) and wall time of the epoch in seconds (squares, dashed, "
-            "right axis). Accuracy stays above 98 percent up to a batch of 512, falls at 1,024 and collapses to "
-            "chance at the largest batch, while the epoch's wall time falls up to a batch of 512, its lowest, "
-            "and rises again at the two larger batches."),
+            "right axis). The points are the rows of the table printed above the figure, one per batch size; "
+            "a batch too large to learn in one epoch shows as accuracy near chance, 10 percent."),
     },
     "07_scaling": {
         "cb0cc826": (
@@ -164,8 +163,8 @@ FIGURES: dict[str, dict[str, tuple[str, str]]] = {
             "Linear learning-rate scaling with warm-up: test accuracy per epoch of each run.",
             "Line plot of test accuracy in percent against epoch, one line per run: batch 64 at learning rate "
             "0.01 as the reference, batch 256 with the rate unchanged, and batches 256 and 512 with the rate "
-            "scaled by 4 and 8 with warm-up. The run with the unchanged rate starts and stays behind the "
-            "reference; the scaled runs start lower and catch up."),
+            "scaled by 4 and 8 with warm-up. The values are the test accuracies printed above the figure, one "
+            "line per run."),
         "04e489ac": (
             "The two-level all-reduce model: NVLink inside nodes of 8 GPUs, one 400 Gb/s InfiniBand adapter "
             "per GPU across nodes; cited bandwidths, NCCL's tuner latencies, assumed compute per step.",
