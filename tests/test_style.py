@@ -129,18 +129,9 @@ def test_printed_tables_fit_the_page(path):
 
 # Package source a chapter prints is formatted to the page's width where it is printed (the package's own
 # line length is 120): every chapter, checked on its stored outputs, for `inspect.getsource` and `showcode`.
-# Outputs known to be too wide wait for their chapter's next full run; the strict xfail fails once they fit,
-# so that the entry is removed then. Chapter 4: the weight-average cell (which also prints package source)
-# prints "between the medians: ..." on one line of 92 characters; the cell should print the gap on a line
-# of its own.
-STILL_WIDE = {("getsource", "04_training")}
-
-
 @pytest.mark.parametrize("printer", ["getsource", "showcode"])
 @pytest.mark.parametrize("path", ALL_CHAPTERS, ids=[p.stem for p in ALL_CHAPTERS])
-def test_printed_package_source_fits_the_page(path, printer, request):
-    if (printer, path.stem) in STILL_WIDE:
-        request.applymarker(pytest.mark.xfail(strict=True, reason="too wide until the chapter's next full run"))
+def test_printed_package_source_fits_the_page(path, printer):
     wide = [f"cell {i}: {line[:60]}…" for i, c in enumerate(cells(path))
             if c["cell_type"] == "code" and printer in c["source"]
             for line in output_text(c).splitlines() if len(line) > WIDTH]
