@@ -7,11 +7,16 @@ from types import SimpleNamespace
 NOTEBOOKS = Path(__file__).parents[1] / "notebooks"
 
 
+def _cell_source(stem: str, cell_id: str) -> str:
+    """The source of a chapter's cell, by id ("" when the chapter has no such cell)."""
+    nb = json.loads((NOTEBOOKS / f"{stem}.ipynb").read_text(encoding="utf-8"))
+    return next(("".join(c["source"]) for c in nb["cells"] if c.get("id") == cell_id), "")
+
+
 def _cell_function(stem: str, cell_id: str, name: str, scope: dict, end: str = "\nresults("):
     """Define `name` from the `def name` onwards of a chapter's cell (up to `end`), in `scope`, and
     return it."""
-    nb = json.loads((NOTEBOOKS / f"{stem}.ipynb").read_text(encoding="utf-8"))
-    source = next(("".join(c["source"]) for c in nb["cells"] if c.get("id") == cell_id), "")
+    source = _cell_source(stem, cell_id)
     assert f"def {name}(" in source, f"{stem}: cell {cell_id} no longer defines {name}()"
     definition = source[source.index(f"def {name}("):]
     assert end in definition, f"{stem}: cell {cell_id} has no {end.strip()!r} after {name}()"
@@ -100,8 +105,7 @@ def test_chapter5_operator_table_pairs_device_self_time_with_device_total(capsys
 
 def _nproc(gpus: int) -> int:
     """Chapter 7's `NPROC` line, evaluated as a machine with `gpus` GPUs would."""
-    nb = json.loads((NOTEBOOKS / "07_scaling.ipynb").read_text(encoding="utf-8"))
-    source = next("".join(c["source"]) for c in nb["cells"] if c.get("id") == "3fc31f1a")
+    source = _cell_source("07_scaling", "3fc31f1a")
     line = next((ln for ln in source.splitlines() if ln.startswith("NPROC = ")), None)
     assert line, "07_scaling: cell 3fc31f1a no longer sets NPROC"
     return eval(line.removeprefix("NPROC = "), {"GPUS": gpus})  # the chapter's own expression
