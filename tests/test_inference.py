@@ -165,6 +165,17 @@ def test_measure_paths_checks_each_path_before_timing(data, exported, tmp_path, 
         inference.measure_paths(model, x, torch.device("cpu"), tmp_path, calibration, batches=(1,), budget_s=0.0)
 
 
+def test_int8_check_passes_rounding_and_refuses_other_weights(data, exported, tmp_path):
+    model, fp32, int8 = exported
+    x = normalize(data.test_images[:inference.INT8_CHECK_IMAGES])
+    assert inference.check_int8(inference.session(int8), model, x, torch.device("cpu")) >= inference.INT8_AGREEMENT
+    torch.manual_seed(0)  # a quantization of other (untrained) weights stands for a broken one
+    other = inference.export_onnx(ConvNet().eval(), tmp_path / "other.onnx", x[:2])
+    wrong = inference.quantize_int8(other, tmp_path / "other-int8.onnx", data.images[data.train_idx[:64]])
+    with pytest.raises(AssertionError, match="int8 predictions agree with eager PyTorch on only"):
+        inference.check_int8(inference.session(wrong), model, x, torch.device("cpu"))
+
+
 def test_compiled_variants_by_device():
     model = ConvNet().eval()
     assert list(inference.compiled(model, "cpu")) == ["torch.compile"]
