@@ -57,8 +57,17 @@ case "${1:-}" in
     test)
         setup
         "$VENV/bin/ruff" check src tests scripts   # the linter first (pyproject.toml's [tool.ruff])
-        # --nbval: the root conftest.py selects the quick profile unless ACCELBOOK_QUICK is set
-        "$VENV/bin/python" -m pytest --nbval "${@:2}"
+        # --nbval: the root conftest.py selects the quick profile unless ACCELBOOK_QUICK is set.
+        # pytest-xdist: one worker per core (at most 4; ACCELBOOK_TEST_JOBS=0: one process), each test file
+        # or chapter whole on one worker (nbval's cells share a kernel), torch in each on its share of cores.
+        cores=$(nproc 2>/dev/null || echo 1)
+        jobs=${ACCELBOOK_TEST_JOBS:-$(( cores < 4 ? cores : 4 ))}
+        workers=()
+        if (( jobs > 1 )); then
+            workers=(--numprocesses "$jobs" --dist loadfile)
+            export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( cores / jobs > 0 ? cores / jobs : 1 ))}
+        fi
+        "$VENV/bin/python" -m pytest --nbval "${workers[@]}" "${@:2}"
         ;;
     build)  # the site build alone, for tests that already run inside the environment
         build "${@:2}"

@@ -8,14 +8,20 @@ from pathlib import Path
 
 import pytest
 import torch
+from filelock import FileLock
 
 from bookfacts import ROOT, SITE
 
 
 @pytest.fixture(scope="session")
 def built_site() -> Path:
-    """Build the site once per session (`bash scripts/book.sh build`: warnings are errors)."""
-    done = subprocess.run(["bash", "scripts/book.sh", "build"], cwd=ROOT, capture_output=True, text=True)
+    """Build the site once per session (`bash scripts/book.sh build`: warnings are errors).
+
+    Under pytest-xdist each worker that needs the site asks for it; the lock makes the second wait for
+    the first build and then find nothing out of date, instead of both writing _build/ at once."""
+    (ROOT / "_build").mkdir(exist_ok=True)
+    with FileLock(ROOT / "_build" / ".site-build.lock"):
+        done = subprocess.run(["bash", "scripts/book.sh", "build"], cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:
         pytest.fail("site build failed:\n" + done.stdout[-4000:] + done.stderr[-4000:], pytrace=False)
     return SITE

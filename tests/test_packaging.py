@@ -173,6 +173,16 @@ def test_ruff_is_installed_pinned_and_run_before_pytest():
     assert 0 <= ruff < pytest_at, f"book.sh test must run ruff before pytest:\n{test_branch}"
 
 
+def test_parallel_tests_keep_each_notebook_whole_on_one_worker():
+    """book.sh test runs pytest-xdist workers; nbval's cells share one kernel, so a chapter must not be split."""
+    _, extras = book_sh_install()
+    assert "pytest-xdist" in requirements(tuple(extras)) and "pytest-xdist" in pins()
+    text = (ROOT / "scripts" / "book.sh").read_text(encoding="utf-8")
+    test_branch = text.split("    test)", 1)[1].split(";;", 1)[0]
+    assert "workers=(--numprocesses \"$jobs\" --dist loadfile)" in test_branch, test_branch
+    assert "-m pytest --nbval \"${workers[@]}\"" in test_branch, test_branch
+
+
 @pytest.mark.skipif(not (Path(sys.prefix) / ".accelbook-installed").is_file(),
                     reason="not an environment that scripts/book.sh set up from constraints.txt")
 def test_this_environment_is_what_constraints_txt_pins():
