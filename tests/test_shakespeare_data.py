@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -80,3 +82,19 @@ def test_failed_download_is_one_message_and_a_wrong_download_is_not_kept(tmp_pat
     with pytest.raises(CorruptDatasetError, match="does not match"):
         shakespeare(root=tmp_path)
     assert not data.shakespeare_path(tmp_path).exists()
+
+
+def test_two_readers_at_once_download_the_corpus_once(text, tmp_path, monkeypatch):
+    """Test workers or notebooks that start together: the second waits for the first's download, then reads it."""
+    fetched = []
+
+    def slow_download(path):
+        fetched.append(path)
+        time.sleep(0.5)  # long enough for the other reader to find the file missing too
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+
+    monkeypatch.setattr(data, "download_shakespeare", slow_download)
+    with ThreadPoolExecutor(2) as pool:
+        texts = list(pool.map(lambda _: shakespeare(root=tmp_path), range(2)))
+    assert texts == [text, text] and len(fetched) == 1

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,6 +94,16 @@ def mnist_transform():
     return transforms.Compose([transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))])
 
 
+@contextmanager
+def download_lock(folder: Path) -> Iterator[None]:
+    """Hold a lock file in `folder`, so that two processes (test workers, notebooks) never download at once."""
+    from filelock import FileLock
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with FileLock(folder / ".download.lock"):
+        yield
+
+
 def mnist(train: bool = True, transform=None, root: str | Path | None = None, download: bool = True) -> Dataset:
     """torchvision's MNIST from the dataset root, downloading only when the files are absent."""
     from torchvision.datasets import MNIST
@@ -102,13 +114,17 @@ def mnist(train: bool = True, transform=None, root: str | Path | None = None, do
     except DatasetNotFoundError:
         if not download:
             raise
-        try:
-            MNIST(root, train=train, download=True)
-        except Exception as err:  # offline, proxy, mirror down: one message, not a traceback per mirror
-            raise DatasetNotFoundError(
-                f"MNIST is not in {raw_folder(root)} and downloading it failed ({err}). Without internet, copy "
-                f"the four IDX files there, or set {DATA_ENV} to the folder that holds MNIST/raw/."
-            ) from None
+        with download_lock(root):
+            try:
+                verify_mnist(root)  # another process fetched it while this one waited
+            except DatasetNotFoundError:
+                try:
+                    MNIST(root, train=train, download=True)
+                except Exception as err:  # offline, proxy, mirror down: one message, not a traceback per mirror
+                    raise DatasetNotFoundError(
+                        f"MNIST is not in {raw_folder(root)} and downloading it failed ({err}). Without internet, "
+                        f"copy the four IDX files there, or set {DATA_ENV} to the folder that holds MNIST/raw/."
+                    ) from None
         verify_mnist(root)
     return MNIST(root, train=train, transform=transform, download=False)
 
@@ -191,7 +207,9 @@ def shakespeare(root: str | Path | None = None, download: bool = True) -> str:
             raise DatasetNotFoundError(
                 f"Tiny Shakespeare not found: {path} is missing. Put input.txt (SHA-256 {SHAKESPEARE_SHA256}) "
                 f"there, or set {DATA_ENV} to the folder that holds tinyshakespeare/.")
-        download_shakespeare(path)
+        with download_lock(path.parent):
+            if not path.is_file():  # another process may have fetched it while this one waited
+                download_shakespeare(path)
     verify_shakespeare(path)
     return path.read_text(encoding="utf-8")
 
