@@ -283,7 +283,7 @@ def test_the_package_has_one_training_step():
 
 
 # Functions that compare predictions for another purpose than counting right answers.
-NOT_ACCURACY = {"inference.py:measure_paths": "how often two models' predictions agree",
+NOT_ACCURACY = {"inference.py:check_int8": "how often two models' predictions agree",
                 "robust.py:pgd": "which images an attack has fooled, image by image"}
 
 
