@@ -58,10 +58,15 @@ case "${1:-}" in
         setup
         "$VENV/bin/ruff" check src tests scripts   # the linter first (pyproject.toml's [tool.ruff])
         # --nbval: the root conftest.py selects the quick profile unless ACCELBOOK_QUICK is set.
-        # pytest-xdist: one worker per core (at most 4; ACCELBOOK_TEST_JOBS=0: one process), each test file
-        # or chapter whole on one worker (nbval's cells share a kernel), torch in each on its share of cores.
-        cores=$(nproc 2>/dev/null || echo 1)
-        jobs=${ACCELBOOK_TEST_JOBS:-$(( cores < 4 ? cores : 4 ))}
+        # pytest-xdist: the whole suite runs one worker per core (at most 4), each test file or chapter whole
+        # on one worker (nbval's cells share a kernel), torch in each on its share of the cores. A run of
+        # chosen files (extra arguments) stays in one process; ACCELBOOK_TEST_JOBS=N sets the workers.
+        cores=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc 2>/dev/null || getconf _NPROCESSORS_ONLN || echo 1)
+        jobs=${ACCELBOOK_TEST_JOBS:-$(( $# > 1 ? 0 : (cores < 4 ? cores : 4) ))}
+        if [[ ! "$jobs" =~ ^[0-9]+$ ]]; then
+            echo "ACCELBOOK_TEST_JOBS must be a whole number (0: one process), not '$jobs'" >&2
+            exit 2
+        fi
         workers=()
         if (( jobs > 1 )); then
             workers=(--numprocesses "$jobs" --dist loadfile)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from dataclasses import replace
 from pathlib import Path
@@ -15,15 +16,23 @@ from bookfacts import ROOT, SITE
 
 @pytest.fixture(scope="session")
 def built_site() -> Path:
-    """Build the site once per session (`bash scripts/book.sh build`: warnings are errors).
+    """Build the site once per test run (`bash scripts/book.sh build`: warnings are errors).
 
-    Under pytest-xdist each worker that needs the site asks for it; the lock makes the second wait for
-    the first build and then find nothing out of date, instead of both writing _build/ at once."""
-    (ROOT / "_build").mkdir(exist_ok=True)
-    with FileLock(ROOT / "_build" / ".site-build.lock"):
-        done = subprocess.run(["bash", "scripts/book.sh", "build"], cwd=ROOT, capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.fail("site build failed:\n" + done.stdout[-4000:] + done.stderr[-4000:], pytrace=False)
+    Under pytest-xdist every worker that needs the site asks for it: the first builds it under a lock, and
+    the others wait, then find the run's marker and leave _build/ alone while other workers read it."""
+    build = ROOT / "_build"
+    build.mkdir(exist_ok=True)
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    marker = build / f".site-built-{run}" if run else None
+    with FileLock(build / ".site-build.lock"):
+        if marker is None or not marker.exists():
+            for old in build.glob(".site-built-*"):  # earlier runs' markers
+                old.unlink(missing_ok=True)
+            done = subprocess.run(["bash", "scripts/book.sh", "build"], cwd=ROOT, capture_output=True, text=True)
+            if done.returncode != 0:
+                pytest.fail("site build failed:\n" + done.stdout[-4000:] + done.stderr[-4000:], pytrace=False)
+            if marker is not None:
+                marker.touch()
     return SITE
 
 
